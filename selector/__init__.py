@@ -1,0 +1,1 @@
+"""TokenRelay inference library: agents, units, selection, prompts, relay."""

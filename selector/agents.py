@@ -1,0 +1,477 @@
+"""Model agents: one wrapper that drives a Hugging Face causal LM or image-text-to-text model.
+
+An agent formats prompts (chat template when the model has one, a plain template otherwise),
+generates batched with per-token log-probabilities and stage timings, and scores target strings
+given prompts, reusing the KV cache of a shared prefix (the labeling case: one question, many
+reasoning variants).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+__all__ = ["Agent", "AgentConfig", "Generation", "ScoreResult", "TokenTimer"]
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class AgentConfig:
+    """How to load one model."""
+
+    path: str
+    """Local folder or hub id of a causal LM or image-text-to-text model."""
+    dtype: str = "float32"
+    """Weights dtype: float32, bfloat16, float16 or auto (the checkpoint's own)."""
+    device: str = "auto"
+    """cpu, cuda, cuda:N, mps, or auto (cuda when available)."""
+    device_map: str | None = None
+    """Passed to from_pretrained to spread a model too big for one device (e.g. "auto"); overrides device."""
+    chat_template: bool | None = None
+    """Use the tokenizer's chat template: None = when it has one."""
+    system_prompt: str | None = None
+    """Optional system message put before every prompt."""
+    trust_remote_code: bool = False
+    """Allow model code from the checkpoint (off: never run downloaded code by default)."""
+
+    def __post_init__(self) -> None:
+        if not str(self.path).strip():
+            raise ValueError("AgentConfig.path is empty: give a local model folder or a hub id")
+        if self.dtype not in (*DTYPES, "auto"):
+            raise ValueError(f"dtype must be one of {[*DTYPES, 'auto']}, got {self.dtype!r}")
+
+
+@dataclass
+class Generation:
+    """One generated continuation."""
+
+    text: str
+    token_ids: list[int]
+    logprobs: list[float]
+    """Log-probability of each generated token under the model's own (untempered) distribution."""
+    finish_reason: str
+    """'stop' (end-of-sequence token) or 'length' (hit max_new_tokens)."""
+    prompt_tokens: int
+    new_tokens: int
+    prefill_s: float
+    """Wall time of the batch's prefill and first token (shared by the batch's items)."""
+    decode_s: float
+    """Wall time of the batch's remaining decode steps (shared by the batch's items)."""
+    hidden_states: torch.Tensor | None = None
+    """(new_tokens, hidden) at the requested layer, when asked for."""
+
+
+@dataclass
+class ScoreResult:
+    """Log-probability of a target string given a prompt."""
+
+    logprob: float
+    token_logprobs: list[float] = field(default_factory=list)
+
+    @property
+    def target_tokens(self) -> int:
+        return len(self.token_logprobs)
+
+
+class TokenTimer:
+    """Stopping criterion that never stops, only timestamps steps: the first call ends the prefill."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.first: float | None = None
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        if self.first is None:
+            self.first = time.perf_counter()
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+
+def _looks_local(path: str) -> bool:
+    """A hub id is ``name`` or ``org/name``; anything else that does not exist is a missing folder."""
+    return path.startswith((".", "/", "~")) or path.count("/") > 1 or "\\" in path
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class Agent:
+    """A small or large model: prompt formatting, batched generation and scoring."""
+
+    def __init__(self, model, tokenizer, processor=None, config: AgentConfig | None = None):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.processor = processor
+        self.config = config or AgentConfig(path=getattr(model, "name_or_path", "model") or "model")
+        self.supports_images = processor is not None and hasattr(processor, "image_processor")
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        use_chat = self.config.chat_template
+        has_template = bool(getattr(self._template_owner, "chat_template", None))
+        if use_chat and not has_template:
+            raise ValueError(f"{self.name}: chat_template=True but the tokenizer has no chat template")
+        self.uses_chat_template = has_template if use_chat is None else use_chat
+        self.eos_ids = self._eos_ids()
+
+    # ------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, **kwargs) -> Agent:
+        """Load a causal LM or an image-text-to-text model (by its config) from a folder or hub id."""
+        import transformers
+        from transformers import (
+            AutoConfig,
+            AutoModelForCausalLM,
+            AutoModelForImageTextToText,
+            AutoProcessor,
+            AutoTokenizer,
+        )
+
+        config = AgentConfig(path=str(path), **kwargs)
+        path = str(path)
+        local = Path(path).expanduser()
+        if local.exists():
+            if not local.is_dir() or not (local / "config.json").exists():
+                raise FileNotFoundError(f"model folder {path!r} has no config.json: not a Hugging Face model")
+            path = str(local)
+        elif _looks_local(path):
+            raise FileNotFoundError(f"model folder {path!r} does not exist")
+        transformers.utils.logging.disable_progress_bar()
+        common = {"trust_remote_code": config.trust_remote_code}
+        try:
+            hf_config = AutoConfig.from_pretrained(path, **common)
+        except OSError as err:
+            raise FileNotFoundError(
+                f"could not load model {path!r}: not a local folder, and the hub could not provide it ({err})"
+            ) from err
+        vision = type(hf_config) in AutoModelForImageTextToText._model_mapping
+        load = {"device_map": config.device_map, **common}
+        load["dtype"] = "auto" if config.dtype == "auto" else DTYPES[config.dtype]
+        if vision:
+            model = AutoModelForImageTextToText.from_pretrained(path, **load)
+            processor = AutoProcessor.from_pretrained(path, **common)
+            tokenizer = processor.tokenizer
+        else:
+            model = AutoModelForCausalLM.from_pretrained(path, **load)
+            tokenizer = AutoTokenizer.from_pretrained(path, **common)
+            processor = None
+        if config.device_map is None:
+            model.to(_resolve_device(config.device))
+        return cls(model, tokenizer, processor, config)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def name(self) -> str:
+        return str(self.config.path)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def _template_owner(self):
+        return self.processor if self.supports_images else self.tokenizer
+
+    @property
+    def image_token(self) -> str:
+        token = getattr(self.processor, "image_token", None) or getattr(self.tokenizer, "image_token", None)
+        if not token:
+            raise ValueError(f"{self.name}: the processor defines no image token")
+        return token
+
+    @property
+    def num_hidden_layers(self) -> int:
+        cfg = self.model.config
+        cfg = getattr(cfg, "text_config", None) or cfg
+        return cfg.num_hidden_layers
+
+    def _eos_ids(self) -> set[int]:
+        ids = self.model.generation_config.eos_token_id
+        ids = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(self.tokenizer.eos_token_id)
+        return ids
+
+    # ------------------------------------------------------------------ prompts
+    def format_chat(self, user: str, *, n_images: int = 0, system: str | None = None) -> str:
+        """Render one user turn (and the assistant's turn start) as prompt text."""
+        if n_images and not self.supports_images:
+            raise ValueError(f"{self.name} is a text-only model: it cannot take an image")
+        system = system if system is not None else self.config.system_prompt
+        if self.uses_chat_template:
+            messages = [{"role": "system", "content": system}] if system else []
+            if self.supports_images:
+                content = [{"type": "image"} for _ in range(n_images)] + [{"type": "text", "text": user}]
+                messages.append({"role": "user", "content": content})
+            else:
+                messages.append({"role": "user", "content": user})
+            return self._template_owner.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True
+            )
+        images = "".join(f"{self.image_token}\n" for _ in range(n_images))
+        head = f"{system}\n\n" if system else ""
+        bos = self.tokenizer.bos_token or ""
+        return f"{bos}{head}{images}{user}\n\n"
+
+    def _check_images(self, images: Sequence) -> list:
+        images = list(images or [])
+        if images and not self.supports_images:
+            raise ValueError(f"{self.name} is a text-only model: it cannot take an image")
+        return [_load_image(im) for im in images]
+
+    def _encode_prompt(self, text: str, images: Sequence) -> dict[str, torch.Tensor]:
+        """Token ids (1-D) of a prompt, with image features expanded when there are images."""
+        images = self._check_images(images)
+        if images:
+            enc = self.processor(text=[text], images=images, return_tensors="pt")
+            enc = {k: v for k, v in enc.items() if k != "attention_mask"}
+            enc["input_ids"] = enc["input_ids"][0]
+            return enc
+        ids = self.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
+        return {"input_ids": ids}
+
+    def _encode_text(self, text: str) -> torch.Tensor:
+        return self.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
+
+    # ------------------------------------------------------------------ generation
+    @torch.inference_mode()
+    def generate(
+        self,
+        prompts: Sequence[str],
+        *,
+        images: Sequence[Sequence] | None = None,
+        max_new_tokens: int = 256,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        hidden_layer: int | None = None,
+    ) -> list[Generation]:
+        """Generate for a batch of formatted prompts (left padding), greedy unless ``do_sample``.
+
+        ``images`` holds one list of images per prompt (image prompts need the model's image
+        tokens in their text: ``format_chat(..., n_images=k)`` puts them there).
+        """
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        if not prompts:
+            return []
+        images = list(images) if images is not None else [[] for _ in prompts]
+        if len(images) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(images)} image lists")
+        batch = self._left_padded([self._encode_prompt(p, im) for p, im in zip(prompts, images)])
+        prompt_lens = [int(n) for n in batch["attention_mask"].sum(1)]
+        if seed is not None:
+            torch.manual_seed(seed)
+        timer = TokenTimer()
+        sampling = {"do_sample": do_sample}
+        if do_sample:
+            sampling.update(temperature=temperature, top_p=top_p)
+        else:
+            sampling.update(temperature=None, top_p=None, top_k=None)
+        out = self.model.generate(
+            **batch,
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=1,
+            return_dict_in_generate=True,
+            output_logits=True,
+            stopping_criteria=[timer],
+            pad_token_id=self.tokenizer.pad_token_id,
+            **sampling,
+        )
+        end = time.perf_counter()
+        first = timer.first or end
+        prefill_s, decode_s = first - timer.start, end - first
+        width = batch["input_ids"].shape[1]
+        new = out.sequences[:, width:]
+        logits = torch.stack(out.logits, dim=1).float()  # (batch, steps, vocab)
+        logprobs = torch.log_softmax(logits, dim=-1).gather(-1, new[..., None])[..., 0]
+        results = []
+        for i in range(len(prompts)):
+            ids = new[i].tolist()
+            stop = next((t for t, tok in enumerate(ids) if tok in self.eos_ids), None)
+            n = len(ids) if stop is None else stop
+            results.append(
+                Generation(
+                    text=self.tokenizer.decode(ids[:n], skip_special_tokens=True),
+                    token_ids=ids[:n],
+                    logprobs=[float(x) for x in logprobs[i, :n]],
+                    finish_reason="length" if stop is None else "stop",
+                    prompt_tokens=prompt_lens[i],
+                    new_tokens=n,
+                    prefill_s=prefill_s,
+                    decode_s=decode_s,
+                )
+            )
+        if hidden_layer is not None:
+            self._attach_hidden_states(batch, new, results, hidden_layer)
+        return results
+
+    def _attach_hidden_states(self, batch, new: torch.Tensor, results: list[Generation], layer: int) -> None:
+        """One extra forward over prompt + generation: the hidden state of each generated token itself."""
+        n_layers = self.num_hidden_layers
+        if not -n_layers - 1 <= layer <= n_layers:
+            raise ValueError(f"hidden_layer {layer} out of range for a model with {n_layers} layers")
+        mask = torch.cat([batch["attention_mask"], torch.ones_like(new)], dim=1)
+        for i, r in enumerate(results):  # tokens after the end-of-sequence are padding here
+            mask[i, batch["input_ids"].shape[1] + r.new_tokens :] = 0
+        inputs = {**batch, "input_ids": torch.cat([batch["input_ids"], new], dim=1), "attention_mask": mask}
+        if not self.supports_images:
+            inputs["position_ids"] = (mask.cumsum(1) - 1).clamp(min=0)
+        hidden = self.model(**inputs, output_hidden_states=True).hidden_states[layer]
+        width = batch["input_ids"].shape[1]
+        for i, r in enumerate(results):
+            r.hidden_states = hidden[i, width : width + r.new_tokens].float().cpu()
+
+    def _left_padded(self, encoded: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        width = max(len(e["input_ids"]) for e in encoded)
+        ids = torch.full((len(encoded), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(encoded), width), dtype=torch.long)
+        for i, e in enumerate(encoded):
+            n = len(e["input_ids"])
+            ids[i, width - n :] = e["input_ids"]
+            mask[i, width - n :] = 1
+        batch = {"input_ids": ids, "attention_mask": mask}
+        extra = [k for e in encoded for k in e if k != "input_ids"]
+        for key in dict.fromkeys(extra):
+            batch[key] = torch.cat([e[key] for e in encoded if key in e], dim=0)
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    # ------------------------------------------------------------------ scoring
+    @torch.inference_mode()
+    def score(
+        self,
+        prompts: Sequence[str | tuple[str, str]],
+        targets: Sequence[str] | str,
+        *,
+        images: Sequence[Sequence] | None = None,
+        batch_size: int = 8,
+        reuse_prefix: bool = True,
+    ) -> list[ScoreResult]:
+        """log p(target | prompt) for each pair, summed and per target token.
+
+        A prompt is a string or a ``(prefix, rest)`` pair; each piece and the target are tokenized
+        separately and concatenated, so a prompt's tokens never depend on how it is batched. With
+        ``reuse_prefix``, requests that share a prefix (and images) encode it once and reuse its
+        KV cache for every rest.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        targets = [targets] * len(prompts) if isinstance(targets, str) else list(targets)
+        images = list(images) if images is not None else [[] for _ in prompts]
+        if not len(prompts) == len(targets) == len(images):
+            raise ValueError(f"{len(prompts)} prompts, {len(targets)} targets, {len(images)} image lists")
+        for t in targets:
+            if not t:
+                raise ValueError("cannot score an empty target string")
+        parts = [(p, "") if isinstance(p, str) else tuple(p) for p in prompts]
+        results: list[ScoreResult | None] = [None] * len(parts)
+        groups: dict[tuple | None, list[int]] = {}
+        for i, (prefix, _) in enumerate(parts):
+            key = (prefix, tuple(im if isinstance(im, str) else id(im) for im in images[i]))
+            groups.setdefault(key if reuse_prefix else None, []).append(i)
+        target_ids = {t: self._encode_text(t) for t in set(targets)}
+        for members in groups.values():
+            prefix, _ = parts[members[0]]
+            prefix_enc = self._encode_prompt(prefix, images[members[0]])
+            if reuse_prefix and len(members) > 1 and len(prefix_enc["input_ids"]) > 0:
+                self._score_with_cache(prefix_enc, members, parts, targets, target_ids, batch_size, results)
+                continue
+            for start in range(0, len(members), batch_size):
+                chunk = members[start : start + batch_size]
+                rows, extras = [], []
+                for i in chunk:
+                    enc = prefix_enc if i == members[0] else self._encode_prompt(parts[i][0], images[i])
+                    rows.append(
+                        (
+                            torch.cat([enc["input_ids"], self._encode_text(parts[i][1])]),
+                            target_ids[targets[i]],
+                        )
+                    )
+                    extras.append({k: v for k, v in enc.items() if k != "input_ids"})
+                for i, res in zip(chunk, self._score_rows(rows, extras)):
+                    results[i] = res
+        return results  # type: ignore[return-value]
+
+    def _score_rows(
+        self, rows: list[tuple[torch.Tensor, torch.Tensor]], extras: list[dict]
+    ) -> list[ScoreResult]:
+        """Score right-padded (context, target) rows in one forward pass (no cache)."""
+        if any(len(c) == 0 for c, _ in rows):
+            raise ValueError("cannot score a target after an empty prompt")
+        seqs = [torch.cat([c, t]) for c, t in rows]
+        ids, mask = self._right_padded(seqs)
+        inputs = {"input_ids": ids, "attention_mask": mask}
+        for key in dict.fromkeys(k for e in extras for k in e):
+            inputs[key] = torch.cat([e[key] for e in extras if key in e], dim=0).to(self.device)
+        logits = self.model(**inputs).logits
+        return [self._gather(logits[i], len(c), t) for i, (c, t) in enumerate(rows)]
+
+    def _score_with_cache(self, prefix_enc, members, parts, targets, target_ids, batch_size, results) -> None:
+        prefix_ids = prefix_enc["input_ids"].to(self.device)[None]
+        extra = {k: v.to(self.device) for k, v in prefix_enc.items() if k != "input_ids"}
+        out = self.model(input_ids=prefix_ids, use_cache=True, **extra)
+        cache, last_logits = out.cache, out.logits[0, -1]
+        p = prefix_ids.shape[1]
+        for start in range(0, len(members), batch_size):
+            chunk = members[start : start + batch_size]
+            rests = [self._encode_text(parts[i][1]) for i in chunk]
+            tgts = [target_ids[targets[i]] for i in chunk]
+            ids, mask = self._right_padded([torch.cat([r, t]) for r, t in zip(rests, tgts)])
+            batch_cache = copy.deepcopy(cache)
+            batch_cache.batch_repeat_interleave(len(chunk))
+            full_mask = torch.cat(
+                [torch.ones((len(chunk), p), dtype=mask.dtype, device=self.device), mask], 1
+            )
+            positions = torch.arange(p, p + ids.shape[1], device=self.device)[None].expand(len(chunk), -1)
+            logits = self.model(
+                input_ids=ids,
+                attention_mask=full_mask,
+                position_ids=positions,
+                cache=batch_cache,
+                use_cache=True,
+            ).logits
+            for row, i in enumerate(chunk):
+                # Position 0 of this chunk is predicted by the prefix's last logits.
+                row_logits = torch.cat([last_logits[None], logits[row]], dim=0)
+                results[i] = self._gather(row_logits, len(rests[row]) + 1, tgts[row])
+
+    def _gather(self, logits: torch.Tensor, context_len: int, target: torch.Tensor) -> ScoreResult:
+        """Log-probs of ``target`` whose first token sits at ``context_len`` in the row of ``logits``."""
+        n = len(target)
+        pred = logits[context_len - 1 : context_len - 1 + n].float().log_softmax(-1)
+        lp = pred.gather(-1, target.to(pred.device)[:, None])[:, 0]
+        values = [float(x) for x in lp]
+        return ScoreResult(logprob=math.fsum(values), token_logprobs=values)
+
+    def _right_padded(self, seqs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, : len(s)] = s
+            mask[i, : len(s)] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+
+def _load_image(image):
+    """A PIL image from a path or a PIL image; a missing path is an error that names it."""
+    from PIL import Image
+
+    if isinstance(image, (str, os.PathLike)):
+        if not Path(image).exists():
+            raise FileNotFoundError(f"image file {str(image)!r} does not exist")
+        with Image.open(image) as im:
+            return im.convert("RGB")
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    raise TypeError(f"an image must be a file path or a PIL image, got {type(image).__name__}")

@@ -1,0 +1,135 @@
+"""Agents: loading, prompt formatting, batched generation and prefix-reusing scoring."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from selector.agents import Agent
+from selector.prompts import answer_target, reasoning_prompt, transfer_prompt
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_lm_dir):
+    return Agent.from_pretrained(tiny_lm_dir, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def vlm(tiny_vlm_dir):
+    return Agent.from_pretrained(tiny_vlm_dir, device="cpu")
+
+
+def test_missing_model_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        Agent.from_pretrained(tmp_path / "nope")
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        Agent.from_pretrained(tmp_path)
+
+
+def test_chat_template_when_present_plain_otherwise(lm, tiny_plain_lm_dir):
+    assert lm.uses_chat_template
+    assert lm.format_chat("hi").startswith("<|im_start|>user\nhi")
+    plain = Agent.from_pretrained(tiny_plain_lm_dir, device="cpu")
+    assert not plain.uses_chat_template
+    assert plain.format_chat("hi", system="sys") == "<s>sys\n\nhi\n\n"
+
+
+def test_batched_generation_equals_one_at_a_time(lm):
+    prompts = [
+        lm.format_chat("What is 2 + 3?"),
+        lm.format_chat("Let x = 3 and y = x + 4. What is y times 2?"),
+    ]
+    batch = lm.generate(prompts, max_new_tokens=6, hidden_layer=-1)
+    for prompt, got in zip(prompts, batch):
+        alone = lm.generate([prompt], max_new_tokens=6, hidden_layer=-1)[0]
+        assert got.token_ids == alone.token_ids
+        assert got.logprobs == pytest.approx(alone.logprobs, abs=1e-4)
+        assert torch.allclose(got.hidden_states, alone.hidden_states, atol=1e-4)
+        assert got.prompt_tokens == alone.prompt_tokens
+    g = batch[0]
+    assert g.finish_reason in {"stop", "length"}
+    assert g.new_tokens == len(g.token_ids) == len(g.logprobs)
+    assert g.hidden_states.shape == (g.new_tokens, lm.model.config.hidden_size)
+    assert all(lp <= 0 for lp in g.logprobs)
+    assert g.prefill_s > 0 and g.decode_s >= 0
+
+
+def test_generation_stops_at_length_and_records_it(lm):
+    out = lm.generate([lm.format_chat("count")], max_new_tokens=3)[0]
+    if out.finish_reason == "length":
+        assert out.new_tokens == 3
+    else:
+        assert out.new_tokens < 3
+
+
+def test_seeded_sampling_is_reproducible(lm):
+    prompt = [lm.format_chat("Say something")]
+    a = lm.generate(prompt, max_new_tokens=8, do_sample=True, seed=3)[0]
+    b = lm.generate(prompt, max_new_tokens=8, do_sample=True, seed=3)[0]
+    assert a.token_ids == b.token_ids
+
+
+def _score_all_ways(agent, requests, target, images=None):
+    one = [
+        agent.score(
+            [r], target, images=None if images is None else [images[0]], batch_size=1, reuse_prefix=False
+        )[0]
+        for r in requests
+    ]
+    imgs = None if images is None else images * len(requests)
+    batched = agent.score(requests, target, images=imgs, batch_size=4, reuse_prefix=False)
+    reused = agent.score(requests, target, images=imgs, batch_size=3, reuse_prefix=True)
+    return one, batched, reused
+
+
+def test_batched_and_prefix_reused_scores_equal_one_at_a_time(lm):
+    variants = ["", "First, 2 + 3 = 5.", "So the answer is 5.", "x = 3 and y = 7. " * 3, "blue"] * 2
+    requests = [transfer_prompt(lm, "What is 2 + 3?", v).as_pair() for v in variants]
+    one, batched, reused = _score_all_ways(lm, requests, answer_target("5"))
+    for a, b, c in zip(one, batched, reused):
+        assert b.logprob == pytest.approx(a.logprob, abs=1e-4)
+        assert c.logprob == pytest.approx(a.logprob, abs=1e-4)
+        assert c.token_logprobs == pytest.approx(a.token_logprobs, abs=1e-4)
+        assert a.target_tokens >= 1
+
+
+def test_vlm_scores_with_image_prefix_reuse(vlm):
+    image = Image.new("RGB", (40, 40), "red")
+    requests = [
+        transfer_prompt(vlm, "What color?", v, images=[image]).as_pair() for v in ["", "red", "a red square"]
+    ]
+    one, batched, reused = _score_all_ways(vlm, requests, answer_target("red"), images=[[image]])
+    for a, b, c in zip(one, batched, reused):
+        assert b.logprob == pytest.approx(a.logprob, abs=1e-4)
+        assert c.logprob == pytest.approx(a.logprob, abs=1e-4)
+
+
+def test_vlm_generates_from_images(vlm, tmp_path):
+    path = tmp_path / "blue.png"
+    Image.new("RGB", (40, 40), "blue").save(path)
+    prompt = reasoning_prompt(vlm, "What color?", images=[str(path)])
+    assert "<image>" in prompt.text
+    out = vlm.generate(
+        [prompt.text, prompt.text], images=[[str(path)], [Image.new("RGB", (9, 9), "red")]], max_new_tokens=4
+    )
+    assert len(out) == 2 and all(o.new_tokens >= 1 for o in out)
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        vlm.generate([prompt.text], images=[[str(tmp_path / "missing.png")]], max_new_tokens=2)
+
+
+def test_image_to_text_only_model_is_an_error(lm):
+    with pytest.raises(ValueError, match="text-only"):
+        lm.format_chat("What color?", n_images=1)
+    with pytest.raises(ValueError, match="text-only"):
+        lm.generate(["x"], images=[[Image.new("RGB", (4, 4))]], max_new_tokens=1)
+
+
+def test_transfer_prompt_shares_prefix_and_ends_with_answer_prefix(lm):
+    direct = transfer_prompt(lm, "What is 2 + 3?", None)
+    full = transfer_prompt(lm, "What is 2 + 3?", "2 + 3 = 5.")
+    assert direct.prefix == full.prefix
+    assert "2 + 3 = 5." in full.rest and "2 + 3 = 5." not in direct.text
+    assert full.rest.endswith("Answer:") and direct.rest.endswith("Answer:")
+    with pytest.raises(ValueError):
+        answer_target("  ")

@@ -1,0 +1,1 @@
+"""TokenRelay training: labeling with the large model, datasets, the Lightning selector module."""

@@ -16,11 +16,16 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import fields
 
-__all__ = ["COMMANDS", "main", "parse_config", "run_command"]
+__all__ = ["COMMANDS", "check_config", "main", "parse_config", "run_command"]
 
-# name: (module:function taking argv, one-line description)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "reason": ("selector.cli:reason_main", "the small model writes reasoning traces for a dataset"),
+# name: (module:function running it on argv, one-line description,
+#        module:function building its config from a YAML path without running it, for tests)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "reason": (
+        "selector.cli:reason_main",
+        "the small model writes reasoning traces for a dataset",
+        "selector.cli:reason_config",
+    ),
 }
 
 
@@ -71,6 +76,22 @@ def run_command(entry: Callable[[], object], prog: str) -> int:
     return 0
 
 
+def reason_config(path: str):
+    from .traces import ReasonConfig
+
+    return parse_config(ReasonConfig, ["--config", str(path)], "tokenrelay reason")
+
+
+def check_config(path: str):
+    """Build the config of the command named on a YAML's first line (``# tokenrelay NAME ...``)."""
+    with open(path) as f:
+        first = f.readline().split()
+    if len(first) < 3 or first[:2] != ["#", "tokenrelay"] or first[2] not in COMMANDS:
+        raise UsageError(f"{path}: the first line must be '# tokenrelay COMMAND ...' naming a command")
+    module, func = COMMANDS[first[2]][2].split(":")
+    return getattr(importlib.import_module(module), func)(path)
+
+
 def reason_main(argv: Sequence[str]) -> int:
     from .traces import ReasonConfig, run_reason
 
@@ -96,7 +117,7 @@ def _usage() -> str:
         "",
         "commands:",
     ]
-    lines += [f"  {name.ljust(width)}  {text}" for name, (_, text) in COMMANDS.items()]
+    lines += [f"  {name.ljust(width)}  {text}" for name, (_, text, _) in COMMANDS.items()]
     return "\n".join(lines)
 
 

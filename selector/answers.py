@@ -36,8 +36,16 @@ def extract_answer(text: str) -> str | None:
     """The final answer stated in ``text``, or None.
 
     Priority: last ``\\boxed{}``, last ``Answer:`` line, last "answer is X", last number, the last
-    line of a short (<= 5 words) text.
+    line of a short (<= 5 words) text. A stated equation keeps its result: "Answer: 3 * 4 = 12"
+    gives "12".
     """
+    answer = _find_answer(text)
+    if answer is not None and "=" in answer:
+        answer = _clean(answer.rsplit("=", 1)[1]) or answer
+    return answer
+
+
+def _find_answer(text: str) -> str | None:
     for content in reversed(_command_args(text, _BOX_COMMANDS)):
         if answer := _clean(content):
             return answer

@@ -227,3 +227,16 @@ def test_normalize_idempotent(s):
 def test_extract_answer_never_crashes(text):
     out = extract_answer(text)
     assert out is None or (isinstance(out, str) and out == out.strip() and out)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Answer: -33 / 11 - 22 = -25", "-25"),
+        ("Answer: 4 * 1 = 4", "4"),
+        ("\\boxed{x = 5}", "5"),
+        ("The answer is 2 + 3 = 5.", "5"),
+    ],
+)
+def test_extract_answer_keeps_the_result_of_a_stated_equation(text, expected):
+    assert extract_answer(text) == expected

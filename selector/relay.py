@@ -1,0 +1,365 @@
+"""The relay: the large model answers briefly, and when necessary from a small model's key reasoning.
+
+Per batch of questions: (1) the large model answers directly (unless the gate is ``always``);
+(2) the small model reasons for the questions that need it (see ``selector.gating``); (3) the gate
+decides which questions transfer; (4) a selector scores the reasoning's units and a budget keeps
+the best (``selector.selection``); (5) the large model answers again from the transfer prompt
+(``selector.prompts.transfer_prompt``, the builder the labelers use).
+
+Every result carries per-stage wall time and token counts. Stage times of batched generation are
+the batch's wall time (what each question waited); run with ``batch_size=1`` for per-question
+latency. End-to-end latency is the sum of the stages that ran (``parallel=False``), or, with
+``parallel=True``, it counts the small model as running concurrently with the large direct answer:
+max(large direct, small reasoning) + the rest, and a question the gate answers directly does not
+wait for the small model at all under the confidence gate.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .agents import Agent, Generation
+from .answers import answers_match, contains_answer, extract_answer
+from .baselines import check_selector_name, load_selector, select_transfer
+from .data import Example
+from .gating import Gate, answer_from_generation, answer_probability, check_gate
+from .progress import progress_bar
+from .prompts import PromptParts, PromptTemplate, answer_target, reasoning_prompt, transfer_prompt
+from .reasoning import ReasoningView, UnitScorer, spans_from_token_ids
+from .selection import Budget, Transfer, check_budget, forced_keeps
+from .units import GRANULARITIES, split_units, unit_token_counts
+
+__all__ = ["STAGES", "Relay", "RelayConfig", "RelayResult", "StageStats", "check_images"]
+
+STAGES = ("large_direct", "small_reasoning", "selection", "large_prefill", "large_decode")
+
+
+@dataclass
+class RelayConfig:
+    """The relay: which models, which selector, how much reasoning to transfer, and when."""
+
+    small: str | None = None
+    """The small (reasoning) model: a local folder or hub id (not needed with gate 'never')."""
+    large: str | None = None
+    """The large (answering) model: a local folder or hub id."""
+    selector: str = "selfinfo"
+    """A trained selector checkpoint folder, or a baseline: none, full, random, first, last, selfinfo, oracle."""
+    budget: float = 0.25
+    """Budget value: a ratio in (0, 1], a token count >= 1, k >= 0 units, or a probability in [0, 1]."""
+    budget_kind: str = "ratio"
+    """What the budget counts: ratio (of the reasoning's large-model tokens), tokens, topk, or threshold."""
+    gate: str = "agreement"
+    """When to transfer: never, always, confidence (direct-answer probability < tau), agreement."""
+    tau: float = 0.5
+    """The confidence gate's threshold on the large model's direct-answer probability."""
+    granularity: str = "sentence"
+    """Units for baseline selectors: token, word, or sentence (a trained selector uses its own)."""
+    force_numbers: bool = False
+    """Always keep units that hold a number (counted against the budget)."""
+    force_last: bool = False
+    """Always keep the reasoning's last unit (usually its answer; counted against the budget)."""
+    reason_tokens: int = 256
+    """Cap on the small model's reasoning tokens."""
+    answer_tokens: int = 16
+    """Cap on the large model's answer tokens (its answer is the first line)."""
+    batch_size: int = 8
+    """Questions per batch (1 gives exact per-question latency)."""
+    parallel: bool = False
+    """Account the small model as running concurrently with the large direct answer (see module doc)."""
+    dtype: str = "float32"
+    """Model dtype: float32, bfloat16, float16 or auto."""
+    device: str = "auto"
+    """cpu, cuda, cuda:N or auto."""
+    seed: int = 0
+    """Seed of the random selector."""
+    selfinfo_reduce: str = "sum"
+    """selfinfo selector: sum (Selective Context) or mean of token self-information per unit."""
+    score_gold: bool = False
+    """Also score the gold answer's log-prob after the final prompt (extra pass, not in latency)."""
+
+    def __post_init__(self) -> None:
+        check_budget(self.budget_kind, self.budget)
+        check_gate(self.gate, self.tau)
+        check_selector_name(self.selector)
+        if self.granularity not in GRANULARITIES:
+            raise ValueError(f"unknown granularity {self.granularity!r}; expected one of {GRANULARITIES}")
+        for name in ("reason_tokens", "answer_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.selfinfo_reduce not in ("sum", "mean"):
+            raise ValueError(f"selfinfo_reduce must be 'sum' or 'mean', got {self.selfinfo_reduce!r}")
+        for name in ("small", "large"):
+            value = getattr(self, name)
+            if value is not None and not str(value).strip():
+                raise ValueError(f"{name} is empty: give a model folder or hub id")
+
+    @property
+    def budget_spec(self) -> Budget:
+        value = self.budget if self.budget_kind in ("ratio", "threshold") else int(self.budget)
+        return Budget(self.budget_kind, value)
+
+    def selector_kwargs(self, name: str | None = None) -> dict:
+        """Constructor options for the baseline ``name`` (default: this config's selector)."""
+        options = {"random": {"seed": self.seed}, "selfinfo": {"reduce": self.selfinfo_reduce}}
+        return options.get(self.selector if name is None else name, {})
+
+
+@dataclass
+class StageStats:
+    """One stage of one question: wall seconds and the tokens that went in and came out."""
+
+    seconds: float = 0.0
+    prompt_tokens: int = 0
+    new_tokens: int = 0
+
+
+@dataclass
+class RelayResult:
+    """What the relay did for one question."""
+
+    id: str
+    answer: str | None
+    """The final answer (first line of the large model's last generation)."""
+    path: str
+    """'direct' (the large model's direct answer) or 'transfer'."""
+    output: str
+    """The large model's raw final generation."""
+    direct_answer: str | None = None
+    direct_prob: float | None = None
+    """exp(mean token log-prob) of the direct answer line (None when not computed)."""
+    reasoning: str | None = None
+    """The small model's reasoning (None when it did not run)."""
+    small_answer: str | None = None
+    transfer_text: str | None = None
+    """The kept reasoning sent to the large model (None on the direct path)."""
+    transfer_tokens: int = 0
+    """Large-model tokens of the kept units."""
+    reasoning_tokens: int = 0
+    """Large-model tokens of all the reasoning's units."""
+    stages: dict[str, StageStats] = field(default_factory=dict)
+    """Per stage that ran (names in STAGES)."""
+    latency_s: float = 0.0
+    """End-to-end seconds under the config's accounting (sequential or parallel)."""
+    gold: str | None = None
+    correct: bool | None = None
+    """Final answer matches the gold (None without a gold answer)."""
+    leaked: bool | None = None
+    """The transfer text states the gold answer (False on the direct path; None without gold)."""
+    gold_logprob: float | None = None
+    """log p_large(gold | final prompt), with score_gold."""
+
+    def to_record(self) -> dict:
+        """A flat JSON-friendly dict (stage stats as nested dicts)."""
+        return asdict(self)
+
+
+def check_images(examples: Sequence[Example]) -> None:
+    """Fail before any model runs when an example's image file is missing (the error names it)."""
+    for ex in examples:
+        for image in ex.images:
+            if isinstance(image, (str, os.PathLike)) and not Path(image).exists():
+                raise FileNotFoundError(f"image file {str(image)!r} of example {ex.id!r} does not exist")
+
+
+def _batch_stats(gen: Generation) -> StageStats:
+    return StageStats(gen.prefill_s + gen.decode_s, gen.prompt_tokens, gen.new_tokens)
+
+
+class Relay:
+    """Small agent, large agent, selector, budget and gate: ``run(examples)`` answers a batch."""
+
+    def __init__(
+        self,
+        small: Agent | None,
+        large: Agent,
+        selector: UnitScorer | str = "selfinfo",
+        config: RelayConfig | None = None,
+        template: PromptTemplate | None = None,
+    ):
+        self.config = config or RelayConfig()
+        self.small, self.large = small, large
+        self.gate = Gate(self.config.gate, self.config.tau)
+        self.budget = self.config.budget_spec
+        self.template = template
+        if isinstance(selector, str):
+            selector = load_selector(selector, **self.config.selector_kwargs(selector))
+        self.selector = selector
+        if small is None and self.gate.kind != "never":
+            raise ValueError(f"gate {self.gate.kind!r} needs a small model")
+        selector_config = getattr(selector, "config", None)
+        self.granularity = getattr(selector_config, "granularity", None) or self.config.granularity
+        backbone = getattr(selector_config, "backbone", "hidden")
+        self.hidden_layer = getattr(selector_config, "hidden_layer", None) if backbone == "hidden" else None
+        if small is not None and hasattr(selector, "check_compatible"):
+            selector.check_compatible(small_agent=small)
+
+    @classmethod
+    def from_config(cls, config: RelayConfig) -> Relay:
+        """Load the models and the selector named in ``config``."""
+        if config.large is None:
+            raise ValueError("the relay needs a large model (large=...)")
+        if config.small is None and config.gate != "never":
+            raise ValueError(f"gate {config.gate!r} needs a small model (small=...)")
+        selector = load_selector(config.selector, **config.selector_kwargs())
+        load = {"dtype": config.dtype, "device": config.device}
+        large = Agent.from_pretrained(config.large, **load)
+        small = Agent.from_pretrained(config.small, **load) if config.gate != "never" else None
+        return cls(small, large, selector, config)
+
+    # ------------------------------------------------------------------ public
+    def answer(
+        self, question: str, images: Sequence = (), choices: Sequence[str] | None = None
+    ) -> RelayResult:
+        """Run the relay on one question."""
+        ex = Example(id="0", question=question, answer="", images=list(images), choices=choices)
+        return self.run([ex], progress=False)[0]
+
+    def run(self, examples: Sequence[Example], progress: bool = True) -> list[RelayResult]:
+        """Answer every example (in order); batches of ``config.batch_size``."""
+        examples = list(examples)
+        check_images(examples)
+        if any(ex.images for ex in examples):
+            for agent in (self.large, self.small if self.gate.kind != "never" else None):
+                if agent is not None and not agent.supports_images:
+                    raise ValueError(f"the examples have images but {agent.name} is a text-only model")
+        results: list[RelayResult] = []
+        size = self.config.batch_size
+        with progress_bar(disable=not progress) as bar:
+            task = bar.add_task("relay", total=len(examples))
+            for start in range(0, len(examples), size):
+                batch = examples[start : start + size]
+                results.extend(self._run_batch(batch))
+                bar.advance(task, len(batch))
+        return results
+
+    # ------------------------------------------------------------------ stages
+    def _prompt(self, ex: Example, reasoning: str | None) -> PromptParts:
+        return transfer_prompt(
+            self.large, ex.question, reasoning, choices=ex.choices, images=ex.images, template=self.template
+        )
+
+    def _answer_batch(self, parts: list[PromptParts]) -> list[Generation]:
+        return self.large.generate(
+            [p.text for p in parts],
+            images=[p.images for p in parts],
+            max_new_tokens=self.config.answer_tokens,
+        )
+
+    def _run_batch(self, batch: list[Example]) -> list[RelayResult]:
+        cfg, gate = self.config, self.gate
+        n = len(batch)
+        res = [
+            RelayResult(id=ex.id, answer=None, path="direct", output="", gold=ex.answer or None)
+            for ex in batch
+        ]
+        direct_parts = [self._prompt(ex, None) for ex in batch]
+        # (1) the large model's direct answer
+        if gate.needs_direct:
+            for r, gen in zip(res, self._answer_batch(direct_parts)):
+                r.output = gen.text
+                r.direct_answer = r.answer = answer_from_generation(gen.text)
+                r.direct_prob = answer_probability(self.large.tokenizer, gen.token_ids, gen.logprobs)
+                r.stages["large_direct"] = _batch_stats(gen)
+        # (2) the small model's reasoning, for the questions that need it
+        if gate.kind == "never":
+            need = []
+        elif gate.small_for_all or cfg.parallel:
+            need = list(range(n))
+        else:  # confidence, sequential: only the questions the gate sends on
+            need = [i for i in range(n) if gate.transfer(res[i].direct_answer, res[i].direct_prob, None)]
+        gens: dict[int, Generation] = {}
+        if need:
+            prompts = [
+                reasoning_prompt(
+                    self.small,
+                    batch[i].question,
+                    choices=batch[i].choices,
+                    images=batch[i].images,
+                    template=self.template,
+                )
+                for i in need
+            ]
+            out = self.small.generate(
+                [p.text for p in prompts],
+                images=[p.images for p in prompts],
+                max_new_tokens=cfg.reason_tokens,
+                hidden_layer=self.hidden_layer,
+            )
+            for i, gen in zip(need, out):
+                gens[i] = gen
+                res[i].reasoning = gen.text
+                res[i].small_answer = extract_answer(gen.text)
+                res[i].stages["small_reasoning"] = _batch_stats(gen)
+        # (3) the gate, (4) selection
+        transfers: dict[int, Transfer] = {}
+        for i in range(n):
+            r = res[i]
+            if i not in gens or not gate.transfer(r.direct_answer, r.direct_prob, r.small_answer):
+                continue
+            t0 = time.perf_counter()
+            transfers[i] = self._select(batch[i], gens[i])
+            r.stages["selection"] = StageStats(
+                time.perf_counter() - t0, transfers[i].total_tokens, transfers[i].kept_tokens
+            )
+            r.path = "transfer"
+            r.transfer_text = transfers[i].text
+            r.transfer_tokens, r.reasoning_tokens = transfers[i].kept_tokens, transfers[i].total_tokens
+        # (5) the large model answers from the transfer prompt
+        order = sorted(transfers)
+        final_parts = list(direct_parts)
+        if order:
+            for i in order:
+                final_parts[i] = self._prompt(batch[i], transfers[i].text)
+            for i, gen in zip(order, self._answer_batch([final_parts[i] for i in order])):
+                r = res[i]
+                r.output = gen.text
+                r.answer = answer_from_generation(gen.text)
+                r.stages["large_prefill"] = StageStats(gen.prefill_s, gen.prompt_tokens, 1)
+                r.stages["large_decode"] = StageStats(gen.decode_s, 0, max(0, gen.new_tokens - 1))
+        for ex, r in zip(batch, res):
+            r.latency_s = self._latency(r)
+            if ex.answer:
+                r.correct = answers_match(r.answer, ex.answer)
+                r.leaked = contains_answer(r.transfer_text, ex.answer) if r.transfer_text else False
+        if cfg.score_gold and any(ex.answer for ex in batch):
+            scored = [i for i, ex in enumerate(batch) if ex.answer]
+            scores = self.large.score(
+                [final_parts[i].as_pair() for i in scored],
+                [answer_target(batch[i].answer) for i in scored],
+                images=[final_parts[i].images for i in scored],
+                batch_size=max(1, n),
+            )
+            for i, s in zip(scored, scores):
+                res[i].gold_logprob = s.logprob
+        return res
+
+    def _select(self, ex: Example, gen: Generation) -> Transfer:
+        """Units of the small model's reasoning, scored and cut to the budget."""
+        reasoning = gen.text
+        decoded, spans = spans_from_token_ids(self.small.tokenizer, gen.token_ids)
+        units = split_units(reasoning, self.granularity, tokenizer=self.small.tokenizer)
+        view = ReasoningView(
+            question=ex.question,
+            reasoning=reasoning,
+            units=units,
+            token_ids=list(gen.token_ids),
+            token_logprobs=list(gen.logprobs),
+            token_spans=spans if decoded == reasoning else None,
+            hidden_states=gen.hidden_states,
+        )
+        counts = unit_token_counts(reasoning, units, self.large.tokenizer)
+        forced = forced_keeps(units, numbers=self.config.force_numbers, last=self.config.force_last)
+        return select_transfer(self.selector, view, counts, self.budget, forced if any(forced) else None)
+
+    def _latency(self, r: RelayResult) -> float:
+        s = {name: r.stages[name].seconds if name in r.stages else 0.0 for name in STAGES}
+        tail = s["selection"] + s["large_prefill"] + s["large_decode"]
+        if not self.config.parallel:
+            return sum(s.values())
+        if r.path == "direct" and self.gate.kind == "confidence":
+            return s["large_direct"]  # answered without waiting for the concurrent small model
+        return max(s["large_direct"], s["small_reasoning"]) + tail

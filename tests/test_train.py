@@ -1,0 +1,176 @@
+"""Selector training: data module, losses, a learning test, and the `tokenrelay train` CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from safetensors.torch import load_file
+from torchmetrics.functional import spearman_corrcoef
+from transformers import AutoTokenizer
+
+from selector.cli import main as tokenrelay
+from selector.data import DataError
+from selector.reasoning import view_from_trace
+from selector.scorer import ScorerConfig, TokenSelector
+from selector.shards import ShardWriter
+from tests.selector_fixtures import synthetic_records
+from training.datamodule import TraceDataModule, split_of
+from training.module import (
+    SelectorModule,
+    bce_top_q_loss,
+    listwise_loss,
+    pairwise_loss,
+    top_q_targets,
+)
+
+CONFIGS = Path(__file__).parent.parent / "configs"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models on a shared 2-core machine: extra threads only contend (10x slower here)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def small_tok(tiny_lm_dir):
+    return AutoTokenizer.from_pretrained(tiny_lm_dir)
+
+
+def _write(path: Path, records: list[dict]) -> Path:
+    ShardWriter(path).write(records)
+    return path
+
+
+def _quiet_trainer(**kw) -> L.Trainer:
+    return L.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        **kw,
+    )
+
+
+@pytest.mark.parametrize("loss_fn", [listwise_loss, pairwise_loss, bce_top_q_loss])
+def test_losses_prefer_the_label_order(loss_fn):
+    labels = torch.tensor([[3.0, 1.0, 2.0, 0.0, 0.0], [0.0, 2.0, 1.0, 0.0, 0.0]])
+    mask = torch.tensor([[True, True, True, True, False], [True, True, True, False, False]])
+    good, bad = labels * 3, -labels * 3
+    assert loss_fn(good, labels, mask) < loss_fn(bad, labels, mask)
+    garbage = torch.where(mask, good, torch.full_like(good, 1e4))  # padding never counts
+    assert torch.isclose(loss_fn(garbage, labels, mask), loss_fn(good, labels, mask))
+
+
+def test_top_q_targets():
+    labels = torch.tensor([[0.1, 0.9, 0.5, 0.2, 0.0, 0.0, 0.0, 0.0]])
+    mask = torch.tensor([[True] * 4 + [False] * 4])
+    assert top_q_targets(labels, mask, 0.25).tolist() == [[0, 1, 0, 0, 0, 0, 0, 0]]
+    assert top_q_targets(labels, mask, 0.5).tolist() == [[0, 1, 1, 0, 0, 0, 0, 0]]
+
+
+def test_datamodule_skips_constant_labels_and_splits_by_id(tmp_path, small_tok, tiny_lm_dir):
+    records = synthetic_records(small_tok, 30, hidden=32, model=str(tiny_lm_dir))
+    records[0]["labels"] = [0.0] * len(records[0]["labels"])
+    records[1]["labels"] = [2.5] * len(records[1]["labels"])
+    dm = TraceDataModule(
+        str(_write(tmp_path / "labels", records)), val_fraction=0.2
+    )  # tokenizer from `model`
+    with pytest.warns(UserWarning, match="skipped 2 of 30"):
+        dm.setup("fit")
+    assert dm.stats["skipped_constant_labels"] == 2 and dm.stats["train"] + dm.stats["val"] == 28
+    assert {t.id for t in dm.val_items} == {r["id"] for r in records[2:] if split_of(r["id"], 0.2) == "val"}
+    assert dm.info["hidden_size"] == 32 and dm.info["granularity"] == "sentence"
+    assert dm.info["label_method"] == "synthetic" and dm.info["small_vocab_size"] == len(small_tok)
+    item = dm.train_items[0]
+    assert item.view.token_spans is not None and len(item.labels) == len(item.view.units)
+    batch = next(iter(dm.train_dataloader()))
+    assert len(batch) == 8 and len({len(t.labels) for t in batch}) > 1  # ragged traces
+
+
+def test_unlabelled_traces_are_refused(tmp_path, small_tok, tiny_lm_dir):
+    records = synthetic_records(small_tok, 3, hidden=32, model=str(tiny_lm_dir))
+    for r in records:
+        del r["labels"]
+    dm = TraceDataModule(str(_write(tmp_path / "traces", records)))
+    with pytest.raises(DataError, match="not labelled"):
+        dm.setup("fit")
+
+
+def test_selector_learns_a_feature_dependent_importance(tmp_path, small_tok, tiny_lm_dir):
+    """Labels depend on a hidden-state direction and on digits: held-out Spearman > 0.8."""
+    L.seed_everything(0, verbose=False)
+    train = synthetic_records(small_tok, 64, hidden=32, model=str(tiny_lm_dir), seed=0)
+    held_out = synthetic_records(small_tok, 24, hidden=32, model=str(tiny_lm_dir), seed=1)
+    dm = TraceDataModule(str(_write(tmp_path / "labels", train)), small_model=str(tiny_lm_dir), batch_size=8)
+    config = ScorerConfig(hidden_layer=-1, d_model=32, head="mlp", head_layers=1, dropout=0.0)
+    module = SelectorModule(config, lr=3e-3)
+    _quiet_trainer(max_epochs=10).fit(module, datamodule=dm)
+    views = [view_from_trace(r, tokenizer=small_tok) for r in held_out]
+    scores = module.selector.score_views(views)
+    rho = [
+        float(spearman_corrcoef(torch.tensor(s), torch.tensor(r["labels"]))) for s, r in zip(scores, held_out)
+    ]
+    assert sum(rho) / len(rho) > 0.8, rho
+
+
+def test_cli_writes_release_and_resumes(tmp_path, small_tok, tiny_lm_dir):
+    records = synthetic_records(small_tok, 24, hidden=32, model=str(tiny_lm_dir))
+    records[5]["labels"] = [1.0] * len(records[5]["labels"])
+    data = _write(tmp_path / "labels", records)
+    root = tmp_path / "run"
+    common = [
+        "--config", str(CONFIGS / "train.yaml"),
+        "--data.data", str(data),
+        "--data.small_model", str(tiny_lm_dir),
+        "--data.batch_size", "8",
+        "--model.scorer.d_model", "32",
+        "--trainer.default_root_dir", str(root),
+        "--trainer.accelerator", "cpu",
+        "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false",
+    ]  # fmt: skip
+    assert tokenrelay(["train", *common, "--trainer.max_steps", "3"]) == 0
+    written = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+    assert written == [
+        "checkpoints/best.ckpt",
+        "checkpoints/last.ckpt",
+        "config.yaml",
+        "lightning_logs/version_0/hparams.yaml",
+        "lightning_logs/version_0/metrics.csv",
+        "selector/README.md",
+        "selector/config.json",
+        "selector/model.safetensors",
+    ]
+    release = json.loads((root / "selector" / "config.json").read_text())
+    assert release["scorer"]["hidden_size"] == 32 and release["scorer"]["small_model"] == str(tiny_lm_dir)
+    assert release["card"]["steps"] == 3 and release["card"]["skipped"] == 1
+    assert "spearman" in release["card"]["metrics"]
+    assert "max_steps: 3" in (root / "config.yaml").read_text()
+    first = load_file(root / "selector" / "model.safetensors")
+    selector = TokenSelector.from_pretrained(root / "selector")
+    assert selector.config.hidden_layer == -1
+
+    last = root / "checkpoints" / "last.ckpt"
+    assert tokenrelay(["train", *common, "--trainer.max_steps", "5", "--ckpt_path", str(last)]) == 0
+    release = json.loads((root / "selector" / "config.json").read_text())
+    assert release["card"]["steps"] == 5  # continued from step 3, not restarted
+    second = load_file(root / "selector" / "model.safetensors")
+    assert any(not torch.equal(first[k], second[k]) for k in first)
+    assert "max_steps: 5" in (root / "config.yaml").read_text()
+
+
+def test_cli_reports_bad_data(tmp_path, capsys):
+    rc = tokenrelay(["train", "--config", str(CONFIGS / "train.yaml"), "--data.data", str(tmp_path / "none"),
+                     "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.accelerator", "cpu"])  # fmt: skip
+    assert rc == 2
+    assert "do not exist" in capsys.readouterr().err

@@ -1,0 +1,367 @@
+"""Benchmark the labelers on a real pair: agreement with leave-one-out, cost, gain recovered, leakage.
+
+    python -m scripts.bench_labels --traces runs/traces --model models/qwen2.5-coder-1.5b-instruct \\
+        --out runs/bench_labels --units sentence,word --masks 8,16,32 --max-traces 10
+
+Per trace on which the full transfer raises the large model's gold log-prob by >= --min-gain nats,
+and per unit granularity, it runs ``loo`` (the reference), ``ablation`` at each m and ``gradient``,
+and reports: Spearman against loo; large-model forward passes and wall time per trace; "gain
+recovered at 25%" = (f(kept) - f(none)) / (f(all) - f(none)) when each labeler's own top units are
+kept up to 25% of the reasoning tokens (``selector.selection.select_units``), beside random units at
+the same budget; and how often the kept units contain the gold answer (leakage). It also measures
+batched + prefix-reused scoring against one mask at a time on one trace.
+
+Everything is resumable: every f(S) is cached on disk per (trace id, granularity, mask) with the
+time it cost, and per-trace results are saved, so a killed run loses at most one batch. Ablation
+masks are drawn row by row from one seeded generator, so the first 8 masks of m = 32 are the masks
+of m = 8: the m values share their f evaluations (the cache makes that free). Per-labeler "wall
+time" is therefore an estimate for an uncached run: the recorded cost of every f value it used
+(batch time split evenly over the batch's masks) plus, for gradient, the measured backward pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import statistics
+import sys
+import time
+from collections.abc import MutableMapping
+from pathlib import Path
+
+import torch
+
+from selector.agents import Agent
+from selector.answers import contains_answer
+from selector.selection import Budget, select_units
+from selector.traces import load_traces
+from selector.units import join_units, unit_token_counts
+from training.labelers import (
+    AblationLabeler,
+    GradientLabeler,
+    LabelInput,
+    LooLabeler,
+    TransferScorer,
+    draw_masks,
+    mask_key,
+)
+
+
+class DiskCache(MutableMapping):
+    """A JSON file of mask key -> (f, seconds), rewritten atomically on every change."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.data = {k: tuple(v) for k, v in json.loads(path.read_text()).items()} if path.exists() else {}
+
+    def __getitem__(self, key):
+        return self.data[key]
+
+    def __setitem__(self, key, value):
+        self.data[key] = tuple(value)
+        _write_json(self.path, self.data)
+
+    def __delitem__(self, key):
+        del self.data[key]
+        _write_json(self.path, self.data)
+
+    def __iter__(self):
+        return iter(self.data)
+
+    def __len__(self):
+        return len(self.data)
+
+
+def _write_json(path: Path, data) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def spearman(a, b) -> float | None:
+    """Spearman rank correlation (ties get average ranks); None when either side is constant."""
+
+    def ranks(x):
+        x = torch.as_tensor(x, dtype=torch.float64)
+        order = torch.argsort(x, stable=True)
+        r = torch.empty_like(x)
+        r[order] = torch.arange(len(x), dtype=torch.float64)
+        for v in torch.unique(x):  # average ranks over ties
+            tie = x == v
+            r[tie] = r[tie].mean()
+        return r
+
+    if len(a) < 2:
+        return None
+    ra, rb = ranks(a), ranks(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    denom = float(ra.norm() * rb.norm())
+    return None if denom < 1e-12 else float((ra * rb).sum()) / denom
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def _item(record, units, agent) -> LabelInput:
+    return LabelInput.from_trace(record, units, agent.tokenizer)
+
+
+def screen(agent, records, args, out: Path) -> list[dict]:
+    """Traces whose full transfer raises f by >= min_gain (f(all), f(none) cached per trace)."""
+    kept, info = [], []
+    for rec in records:
+        item = _item(rec, "sentence", agent)  # all/none prompts do not depend on the granularity
+        # Sentence-unit keys; stored under "1" (all) and "0" (none), valid for every granularity.
+        cache = DiskCache(out / "cache" / f"{_safe(item.id)}__screen.json")
+        n = len(item.units)
+        scorer = TransferScorer(agent, item, batch_size=args.batch_size)
+        for key, mask in (("1", [True] * n), ("0", [False] * n)):
+            if key in cache:
+                scorer.cache[mask_key(mask)] = cache[key]
+        f_all, f_none = scorer([[True] * n, [False] * n], ["all units", "no units"])
+        cache["1"], cache["0"] = scorer.cache["1" * n], scorer.cache["0" * n]
+        gain = f_all - f_none
+        info.append({"id": item.id, "f_all": f_all, "f_none": f_none, "gain": gain})
+        print(f"screen {item.id}: f(none)={f_none:.3f} f(all)={f_all:.3f} gain={gain:+.3f}", flush=True)
+        if gain >= args.min_gain:
+            kept.append(rec)
+            if len(kept) >= args.max_traces:
+                break
+    _write_json(out / "screen.json", info)
+    return kept
+
+
+def bench_trace(agent, record, units: str, args, out: Path) -> dict:
+    """All labelers on one trace at one granularity (cached; resumable)."""
+    item = _item(record, units, agent)
+    result_path = out / "results" / f"{_safe(item.id)}__{units}.json"
+    if result_path.exists():
+        return json.loads(result_path.read_text())
+    cache = DiskCache(out / "cache" / f"{_safe(item.id)}__{units}.json")
+    counts = unit_token_counts(item.reasoning, item.units, agent.tokenizer)
+    n = len(item.units)
+    screened = json.loads((out / "cache" / f"{_safe(item.id)}__screen.json").read_text())
+    for key, mask in (("1" * n, "1"), ("0" * n, "0")):  # all and none were scored when screening
+        if key not in cache and mask in screened:
+            cache[key] = screened[mask]
+    labelers = {"loo": LooLabeler(batch_size=args.batch_size)}  # the reference, always run
+    if "ablation" in args.methods:
+        for m in sorted(args.masks, reverse=True):  # the largest m scores the shared masks in one batch
+            labelers[f"ablation@{m}"] = AblationLabeler(
+                masks=m, keep_prob=args.keep_prob, batch_size=args.batch_size
+            )
+    if "gradient" in args.methods:
+        labelers["gradient"] = GradientLabeler(batch_size=args.batch_size)
+    scorer = TransferScorer(agent, item, batch_size=args.batch_size, cache=cache)
+    rows = {}
+    for name, labeler in labelers.items():
+        res = labeler(agent, item, cache=cache)
+        rows[name] = {
+            "scores": res.scores,
+            "f_all": res.f_all,
+            "f_none": res.f_none,
+            "fit_r2": res.fit_r2,
+            "forward_passes": res.nominal_passes,
+            "est_seconds": res.cost_s,
+            "actual_seconds": res.seconds,
+        }
+        print(f"  {item.id} {units} {name}: {res.nominal_passes} passes, ~{res.cost_s:.1f}s", flush=True)
+    f_all, f_none = rows["loo"]["f_all"], rows["loo"]["f_none"]
+    gain = f_all - f_none
+    budget = Budget.ratio(args.budget)
+
+    def kept_eval(mask):
+        text = join_units(item.reasoning, item.units, mask)
+        f = scorer([mask], ["kept at budget"])[0]
+        return {
+            "f_kept": f,
+            "gain_recovered": (f - f_none) / gain if abs(gain) > 1e-9 else None,
+            "leak": contains_answer(text, item.gold) if text else False,
+            "kept_tokens": sum(c for c, k in zip(counts, mask) if k),
+        }
+
+    for name, row in rows.items():
+        row["spearman_vs_loo"] = None if name == "loo" else spearman(row["scores"], rows["loo"]["scores"])
+        row.update(kept_eval(select_units(row["scores"], counts, budget)))
+    rng = random.Random(f"{args.seed}:{item.id}:{units}")
+    draws = []
+    for _ in range(args.random_draws):
+        draws.append(kept_eval(select_units([rng.random() for _ in counts], counts, budget)))
+    rows["random"] = {
+        "gain_recovered": _mean([d["gain_recovered"] for d in draws]),
+        "leak": _mean([float(d["leak"]) for d in draws]),
+        "kept_tokens": _mean([d["kept_tokens"] for d in draws]),
+        "draws": draws,
+    }
+    result = {
+        "id": item.id,
+        "units": units,
+        "n_units": len(item.units),
+        "reasoning_tokens": sum(counts),
+        "f_all": f_all,
+        "f_none": f_none,
+        "full_leaks": contains_answer(item.reasoning, item.gold),
+        "labelers": rows,
+    }
+    _write_json(result_path, result)
+    return result
+
+
+def throughput(agent, record, args, out: Path) -> dict:
+    """Batched + prefix-reused scoring vs one mask at a time: same trace, same masks (word units)."""
+    path = out / "throughput.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    item = _item(record, "word", agent)  # word units: enough of them for distinct masks
+    masks = draw_masks(len(item.units), args.throughput_masks, args.keep_prob, args.seed, item.id).tolist()
+    TransferScorer(agent, item)([masks[0]])  # warm-up
+    result = {"id": item.id, "masks": len(masks), "n_units": len(item.units)}
+    result["unique_masks"] = len({mask_key(m) for m in masks})  # duplicates are scored once either way
+    values = {}
+    for name, bs, reuse in (("batched_prefix", args.batch_size, True), ("one_at_a_time", 1, False)):
+        scorer = TransferScorer(agent, item, batch_size=bs, reuse_prefix=reuse)  # fresh cache: all scored
+        start = time.perf_counter()
+        values[name] = scorer(masks)
+        result[f"{name}_seconds"] = time.perf_counter() - start
+        result[f"{name}_forward_passes"] = scorer.forward_passes
+    result["speedup"] = result["one_at_a_time_seconds"] / result["batched_prefix_seconds"]
+    result["max_abs_diff"] = max(
+        abs(a - b) for a, b in zip(values["batched_prefix"], values["one_at_a_time"])
+    )
+    prefix, rest = TransferScorer(agent, item).prompt([True] * len(item.units)).as_pair()
+    result["prefix_tokens"], result["full_rest_tokens"] = (
+        len(agent._encode_text(prefix)),
+        len(agent._encode_text(rest)),
+    )
+    _write_json(path, result)
+    return result
+
+
+def _mean(xs):
+    xs = [x for x in xs if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    return statistics.fmean(xs) if xs else None
+
+
+def summarize(results: list[dict]) -> dict:
+    table = {}
+    for units in sorted({r["units"] for r in results}):
+        rs = [r for r in results if r["units"] == units]
+        names = list(rs[0]["labelers"])
+        table[units] = {"traces": len(rs), "mean_units": _mean([r["n_units"] for r in rs])}
+        for name in names:
+            rows = [r["labelers"][name] for r in rs]
+            table[units][name] = {
+                "spearman_vs_loo": _mean([x.get("spearman_vs_loo") for x in rows]),
+                "forward_passes": _mean([x.get("forward_passes") for x in rows]),
+                "est_seconds": _mean([x.get("est_seconds") for x in rows]),
+                "gain_recovered_at_budget": _mean([x.get("gain_recovered") for x in rows]),
+                "median_gain_recovered": statistics.median(g)
+                if (g := [x["gain_recovered"] for x in rows if x.get("gain_recovered") is not None])
+                else None,
+                "leak_rate": _mean([float(x["leak"]) for x in rows if x.get("leak") is not None]),
+                "fit_r2": _mean([x.get("fit_r2") for x in rows]),
+            }
+        table[units]["full"] = {
+            "leak_rate": _mean([float(r["full_leaks"]) for r in rs]),
+            "gain_recovered_at_budget": 1.0,
+        }
+    return table
+
+
+def _fmt(x, spec=".2f"):
+    return "-" if x is None else format(x, spec)
+
+
+def print_table(table: dict, budget: float) -> None:
+    for units, t in table.items():
+        print(f"\n{units} units: {t['traces']} traces, {_fmt(t['mean_units'], '.1f')} units/trace")
+        print(
+            f"{'labeler':<14}{'spearman':>9}{'passes':>8}{'wall s':>9}{'gain@' + str(budget):>10}{'median':>8}{'leak':>7}{'R2':>7}"
+        )
+        for name, row in t.items():
+            if not isinstance(row, dict):
+                continue
+            print(
+                f"{name:<14}{_fmt(row.get('spearman_vs_loo')):>9}{_fmt(row.get('forward_passes'), '.1f'):>8}"
+                f"{_fmt(row.get('est_seconds'), '.1f'):>9}{_fmt(row.get('gain_recovered_at_budget')):>10}"
+                f"{_fmt(row.get('median_gain_recovered')):>8}{_fmt(row.get('leak_rate')):>7}{_fmt(row.get('fit_r2')):>7}"
+            )
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--traces", required=True, help="traces folder (tokenrelay reason output)")
+    parser.add_argument("--model", required=True, help="the large model (labeler)")
+    parser.add_argument(
+        "--out", required=True, help="folder for the cache, per-trace results and bench_labels.json"
+    )
+    parser.add_argument("--methods", default="ablation,loo,gradient")
+    parser.add_argument("--masks", default="8,16,32", help="ablation m values")
+    parser.add_argument("--units", default="sentence,word")
+    parser.add_argument("--keep-prob", type=float, default=0.5)
+    parser.add_argument(
+        "--min-gain", type=float, default=1.0, help="keep traces where f(all) - f(none) >= this"
+    )
+    parser.add_argument("--max-traces", type=int, default=10, help="stop screening after this many qualify")
+    parser.add_argument("--limit", type=int, default=None, help="screen only the first N traces")
+    parser.add_argument("--budget", type=float, default=0.25, help="ratio of reasoning tokens kept")
+    parser.add_argument("--random-draws", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=16, help="masks per forward pass")
+    parser.add_argument("--throughput-masks", type=int, default=16, help="0 skips the throughput check")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+    args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    args.masks = [int(m) for m in args.masks.split(",")]
+    units_list = [u.strip() for u in args.units.split(",") if u.strip()]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(args.seed)
+
+    records = load_traces(args.traces).to_list()
+    records = [
+        r for r in records if (r.get("reasoning") or "").strip() and str(r.get("answer") or "").strip()
+    ]
+    if args.limit:
+        records = records[: args.limit]
+    start = time.perf_counter()
+    agent = Agent.from_pretrained(args.model, dtype=args.dtype, device=args.device)
+    print(
+        f"loaded {args.model} in {time.perf_counter() - start:.1f}s; screening {len(records)} traces",
+        flush=True,
+    )
+    chosen = screen(agent, records, args, out)
+    print(f"{len(chosen)} traces gain >= {args.min_gain} nats", flush=True)
+    if not chosen:
+        print("no trace qualifies: nothing to benchmark", file=sys.stderr)
+        return 1
+    report = {"args": {k: v for k, v in vars(args).items()}, "qualifying": [r["id"] for r in chosen]}
+    if args.throughput_masks:
+        report["throughput"] = throughput(agent, chosen[0], args, out)
+        t = report["throughput"]
+        print(
+            f"throughput ({t['masks']} masks): batched+prefix {t['batched_prefix_seconds']:.1f}s, "
+            f"one at a time {t['one_at_a_time_seconds']:.1f}s, speedup {t['speedup']:.2f}x "
+            f"(max |diff| {t['max_abs_diff']:.2e})",
+            flush=True,
+        )
+    results = []
+    for units in units_list:
+        for rec in chosen:
+            results.append(bench_trace(agent, rec, units, args, out))
+    report["screened"] = json.loads((out / "screen.json").read_text())
+    report["table"] = summarize(results)
+    report["seconds"] = time.perf_counter() - start
+    _write_json(out / "bench_labels.json", report)
+    print_table(report["table"], args.budget)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,526 @@
+"""Labelers: how much each reasoning unit raises the large model's log-probability of the gold answer.
+
+For a trace, f(S) = log p_large(gold | transfer prompt holding the units S, in order), with the
+transfer prompt built by ``selector.prompts.transfer_prompt`` -- the same builder the relay uses,
+so the labels measure exactly what the relay will send. Three estimators share one interface:
+
+- ``ablation`` (default, ContextCite-style): m random keep-masks plus all and none, scored as one
+  batch with the shared prefix encoded once; a linear surrogate f(S) ~ w0 + sum_i w_i [i in S] is
+  fitted (ridge or L1) and its weights are the labels. m does not grow with the number of units.
+- ``loo``: f(all) - f(all without unit i); n + 2 prompts.
+- ``gradient``: gradient x input embedding of log p(gold), summed per unit; one backward pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import math
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, MutableMapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+
+from selector.prompts import PromptTemplate, answer_target, transfer_prompt
+from selector.units import Unit, assign_spans_to_units, join_units, split_units
+
+__all__ = [
+    "METHODS",
+    "AblationLabeler",
+    "GradientLabeler",
+    "LabelInput",
+    "LabelResult",
+    "Labeler",
+    "LooLabeler",
+    "TransferScorer",
+    "draw_masks",
+    "fit_surrogate",
+    "get_labeler",
+    "r2_score",
+    "score_passes",
+]
+
+METHODS = ("ablation", "loo", "gradient")
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass
+class LabelInput:
+    """One trace to label: the question, the reasoning cut into units, and the gold answer."""
+
+    id: str
+    question: str
+    reasoning: str
+    gold: str
+    units: list[Unit]
+    choices: list[str] | None = None
+    images: list = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.gold is None or not str(self.gold).strip():
+            raise ValueError(f"trace {self.id!r}: the gold answer is empty; cannot label it")
+        if not self.units:
+            raise ValueError(f"trace {self.id!r}: the reasoning has no units to label")
+
+    @classmethod
+    def from_trace(cls, record: Mapping, granularity: str = "sentence", tokenizer=None) -> LabelInput:
+        """From a trace record; ``tokenizer`` (the large model's) is needed for token units."""
+        reasoning = record.get("reasoning") or ""
+        return cls(
+            id=str(record["id"]),
+            question=record["question"],
+            reasoning=reasoning,
+            gold=None if record.get("answer") is None else str(record["answer"]),
+            units=split_units(reasoning, granularity, tokenizer=tokenizer),
+            choices=list(record["choices"]) if record.get("choices") else None,
+            images=list(record.get("images") or []),
+        )
+
+    @property
+    def target(self) -> str:
+        return answer_target(self.gold)
+
+
+@dataclass
+class LabelResult:
+    """Per-unit labels of one trace and what they cost."""
+
+    scores: list[float]
+    """Contribution of each unit to f (higher = keep first)."""
+    f_all: float
+    """f with every unit kept (the full transfer)."""
+    f_none: float
+    """f with no unit kept (the direct-answer prompt)."""
+    method: str
+    fit_r2: float | None = None
+    """Ablation only: cross-validated R^2 of the surrogate on held-out masks (None: too few masks,
+    or f constant over them)."""
+    forward_passes: int = 0
+    """Large-model forward passes actually run (cached f values cost none)."""
+    seconds: float = 0.0
+    """Wall time actually spent."""
+    nominal_passes: int = 0
+    """Forward passes an uncached run of this labeler needs (for comparing labelers)."""
+    cost_s: float = 0.0
+    """Wall time an uncached run would take, from the recorded cost of each f value."""
+
+
+# --------------------------------------------------------------------------- scoring f(S)
+
+
+def score_passes(n_prompts: int, batch_size: int, reuse_prefix: bool = True) -> int:
+    """Forward passes ``Agent.score`` runs for ``n_prompts`` sharing one prefix."""
+    if n_prompts == 0:
+        return 0
+    prefix = 1 if reuse_prefix and n_prompts > 1 else 0
+    return prefix + math.ceil(n_prompts / batch_size)
+
+
+@contextmanager
+def count_forwards(model: torch.nn.Module):
+    """Count top-level forward calls of ``model`` inside the block."""
+    counter = [0]
+    handle = model.register_forward_hook(lambda *_: counter.__setitem__(0, counter[0] + 1))
+    try:
+        yield counter
+    finally:
+        handle.remove()
+
+
+def mask_key(mask: Sequence[bool]) -> str:
+    return "".join("1" if bool(k) else "0" for k in mask)
+
+
+class TransferScorer:
+    """f(S) for one trace: masks scored in one batched call, the shared prefix encoded once.
+
+    ``cache`` maps a mask key ('0110...') to ``(f, seconds)``; values found there are not scored
+    again (the benchmark keeps one on disk), and duplicate masks are scored once.
+    """
+
+    def __init__(
+        self,
+        agent,
+        item: LabelInput,
+        *,
+        batch_size: int = 16,
+        reuse_prefix: bool = True,
+        template: PromptTemplate | None = None,
+        cache: MutableMapping[str, tuple[float, float]] | None = None,
+    ):
+        self.agent = agent
+        self.item = item
+        self.batch_size = batch_size
+        self.reuse_prefix = reuse_prefix
+        self.template = template
+        self.cache = {} if cache is None else cache
+        self.forward_passes = 0
+        self.seconds = 0.0
+        self.nominal_passes = 0
+        self.cost_s = 0.0
+
+    def prompt(self, mask: Sequence[bool]):
+        item = self.item
+        text = join_units(item.reasoning, item.units, [bool(k) for k in mask])
+        return transfer_prompt(
+            self.agent, item.question, text, choices=item.choices, images=item.images, template=self.template
+        )
+
+    def __call__(self, masks: Sequence[Sequence[bool]], names: Sequence[str] | None = None) -> list[float]:
+        n = len(self.item.units)
+        names = list(names) if names is not None else [f"mask {k}" for k in range(len(masks))]
+        keys = []
+        for k, mask in enumerate(masks):
+            if len(mask) != n:
+                raise ValueError(f"trace {self.item.id!r}: {names[k]} has {len(mask)} entries for {n} units")
+            keys.append(mask_key(mask))
+        first = {}  # key -> first request index
+        for k, key in enumerate(keys):
+            first.setdefault(key, k)
+        todo = [key for key in first if key not in self.cache]
+        if todo:
+            prompts = [self.prompt([c == "1" for c in key]).as_pair() for key in todo]
+            # Similar lengths share a batch: rows are right-padded to the longest, so this wastes less.
+            order = sorted(range(len(todo)), key=lambda k: (len(prompts[k][1]), k))
+            todo, prompts = [todo[k] for k in order], [prompts[k] for k in order]
+            images = [list(self.item.images)] * len(todo)
+            start = time.perf_counter()
+            with count_forwards(self.agent.model) as counter:
+                results = self.agent.score(
+                    prompts,
+                    self.item.target,
+                    images=images,
+                    batch_size=self.batch_size,
+                    reuse_prefix=self.reuse_prefix,
+                )
+            spent = time.perf_counter() - start
+            self.forward_passes += counter[0]
+            self.seconds += spent
+            for key, res in zip(todo, results):
+                if not math.isfinite(res.logprob):
+                    k = first[key]
+                    raise ValueError(
+                        f"trace {self.item.id!r}: log-probability of the gold answer is {res.logprob} "
+                        f"for mask #{k} ({names[k]}, {key.count('1')} of {n} units kept)"
+                    )
+                self.cache[key] = (float(res.logprob), spent / len(todo))
+        self.nominal_passes += score_passes(len(first), self.batch_size, self.reuse_prefix)
+        self.cost_s += sum(self.cache[key][1] for key in first)
+        return [self.cache[key][0] for key in keys]
+
+
+# --------------------------------------------------------------------------- surrogate
+
+
+def fit_surrogate(
+    X: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    method: str = "ridge",
+    alpha: float = 0.01,
+    max_iter: int = 5000,
+    tol: float = 1e-10,
+) -> tuple[float, torch.Tensor]:
+    """Fit f(S) ~ w0 + X @ w; returns (w0, w). The intercept is not penalized.
+
+    ridge: min (1/m)||y - w0 - Xw||^2 + alpha ||w||^2 (closed form).
+    lasso: min (1/2m)||y - w0 - Xw||^2 + alpha ||w||_1 (FISTA; deterministic).
+    """
+    X = torch.as_tensor(X, dtype=torch.float64)
+    y = torch.as_tensor(y, dtype=torch.float64)
+    if X.ndim != 2 or y.ndim != 1 or X.shape[0] != y.shape[0]:
+        raise ValueError(f"need X (m, n) and y (m,), got {tuple(X.shape)} and {tuple(y.shape)}")
+    if alpha < 0:
+        raise ValueError(f"alpha must be >= 0, got {alpha}")
+    m, n = X.shape
+    x_mean, y_mean = X.mean(0), y.mean()
+    Xc, yc = X - x_mean, y - y_mean
+    if method == "ridge":
+        gram = Xc.T @ Xc + m * alpha * torch.eye(n, dtype=X.dtype)
+        w = (
+            torch.linalg.lstsq(gram, Xc.T @ yc).solution
+            if alpha == 0
+            else torch.linalg.solve(gram, Xc.T @ yc)
+        )
+    elif method == "lasso":
+        lipschitz = float(torch.linalg.matrix_norm(Xc, ord=2)) ** 2 / m
+        w = torch.zeros(n, dtype=X.dtype)
+        if lipschitz > 0:
+            step = 1.0 / lipschitz
+            z, t = w.clone(), 1.0
+            for _ in range(max_iter):
+                grad = Xc.T @ (Xc @ z - yc) / m
+                u = z - step * grad
+                w_next = torch.sign(u) * torch.clamp(u.abs() - step * alpha, min=0.0)
+                t_next = (1 + math.sqrt(1 + 4 * t * t)) / 2
+                z = w_next + ((t - 1) / t_next) * (w_next - w)
+                done = float((w_next - w).abs().max()) < tol
+                w, t = w_next, t_next
+                if done:
+                    break
+    else:
+        raise ValueError(f"unknown surrogate fit {method!r}; expected 'ridge' or 'lasso'")
+    return float(y_mean - x_mean @ w), w
+
+
+def r2_score(y: torch.Tensor, pred: torch.Tensor) -> float | None:
+    """Coefficient of determination; None when y is constant (R^2 undefined)."""
+    y, pred = torch.as_tensor(y, dtype=torch.float64), torch.as_tensor(pred, dtype=torch.float64)
+    total = float(((y - y.mean()) ** 2).sum())
+    if len(y) < 2 or total < 1e-12:
+        return None
+    return 1.0 - float(((y - pred) ** 2).sum()) / total
+
+
+def _stable_seed(seed: int, trace_id: str) -> int:
+    digest = hashlib.sha256(f"{seed}:{trace_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def draw_masks(n_units: int, m: int, keep_prob: float, seed: int, trace_id: str) -> torch.Tensor:
+    """(m, n_units) bool keep-masks seeded from (seed, trace id), drawn one row after another.
+
+    Row by row from one generator: the first k masks of a draw of m > k are the draw of k, so
+    reruns, resumes and smaller m reuse the same masks.
+    """
+    gen = torch.Generator().manual_seed(_stable_seed(seed, trace_id))
+    rows = [torch.rand(n_units, generator=gen, dtype=torch.float64) < keep_prob for _ in range(m)]
+    return torch.stack(rows) if rows else torch.zeros((0, n_units), dtype=torch.bool)
+
+
+# --------------------------------------------------------------------------- labelers
+
+
+class Labeler(ABC):
+    """Estimates each unit's contribution to f for one trace."""
+
+    name: str = ""
+
+    def __init__(self, *, batch_size: int = 16, template: PromptTemplate | None = None):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = batch_size
+        self.template = template
+
+    def scorer(self, agent, item: LabelInput, cache=None, reuse_prefix: bool = True) -> TransferScorer:
+        return TransferScorer(
+            agent,
+            item,
+            batch_size=self.batch_size,
+            reuse_prefix=reuse_prefix,
+            template=self.template,
+            cache=cache,
+        )
+
+    def __call__(self, agent, item: LabelInput, *, cache=None) -> LabelResult:
+        """Label one trace; ``cache`` (mask key -> (f, seconds)) lets callers share f values."""
+        start = time.perf_counter()
+        result = self._label(agent, item, cache)
+        result.seconds = time.perf_counter() - start
+        return result
+
+    @abstractmethod
+    def _label(self, agent, item: LabelInput, cache) -> LabelResult: ...
+
+    def describe(self) -> dict:
+        """The settings that shape the labels (recorded in the job summary)."""
+        return {"method": self.name, "batch_size": self.batch_size}
+
+
+class AblationLabeler(Labeler):
+    """Random keep-masks + all + none, one batched call, linear surrogate weights as labels."""
+
+    name = "ablation"
+
+    def __init__(
+        self,
+        *,
+        masks: int = 32,
+        keep_prob: float = 0.5,
+        fit: str = "ridge",
+        alpha: float = 0.01,
+        holdout: float = 0.2,
+        seed: int = 0,
+        batch_size: int = 16,
+        template: PromptTemplate | None = None,
+    ):
+        super().__init__(batch_size=batch_size, template=template)
+        if masks < 1:
+            raise ValueError(f"masks must be >= 1, got {masks}")
+        if not 0 < keep_prob < 1:
+            raise ValueError(f"keep_prob must be in (0, 1), got {keep_prob}")
+        if fit not in ("ridge", "lasso"):
+            raise ValueError(f"fit must be 'ridge' or 'lasso', got {fit!r}")
+        if not 0 <= holdout < 1:
+            raise ValueError(f"holdout must be in [0, 1), got {holdout}")
+        self.masks, self.keep_prob, self.fit, self.alpha = masks, keep_prob, fit, alpha
+        self.holdout, self.seed = holdout, seed
+
+    def describe(self) -> dict:
+        return {
+            **super().describe(),
+            "masks": self.masks,
+            "keep_prob": self.keep_prob,
+            "fit": self.fit,
+            "alpha": self.alpha,
+            "holdout": self.holdout,
+            "seed": self.seed,
+        }
+
+    def _label(self, agent, item: LabelInput, cache) -> LabelResult:
+        n = len(item.units)
+        random_masks = draw_masks(n, self.masks, self.keep_prob, self.seed, item.id)
+        full, empty = torch.ones(n, dtype=torch.bool), torch.zeros(n, dtype=torch.bool)
+        masks = torch.cat([full[None], empty[None], random_masks])
+        names = ["all units", "no units"] + [f"random mask {k}" for k in range(self.masks)]
+        scorer = self.scorer(agent, item, cache)
+        y = torch.tensor(scorer(masks.tolist(), names), dtype=torch.float64)
+        X = masks.to(torch.float64)
+        r2 = self._cross_validated_r2(X, y)
+        _, w = fit_surrogate(X, y, method=self.fit, alpha=self.alpha)
+        return LabelResult(
+            scores=[float(v) for v in w],
+            f_all=float(y[0]),
+            f_none=float(y[1]),
+            method=self.name,
+            fit_r2=r2,
+            forward_passes=scorer.forward_passes,
+            nominal_passes=scorer.nominal_passes,
+            cost_s=scorer.cost_s,
+        )
+
+    def _cross_validated_r2(self, X: torch.Tensor, y: torch.Tensor) -> float | None:
+        """R^2 of the surrogate on held-out random masks: k folds (k = 1/holdout) each hold out
+        ~holdout of them (all and none always stay in training); pooled over every random mask,
+        which is far steadier than one small held-out set."""
+        m = self.masks
+        folds = min(m, round(1 / self.holdout)) if self.holdout > 0 else 0
+        if folds < 2:
+            return None
+        pred = torch.empty(m, dtype=torch.float64)
+        fold_of = torch.arange(m) % folds
+        for k in range(folds):
+            test = torch.nonzero(fold_of == k).flatten() + 2  # rows 0, 1 are all and none
+            train = torch.tensor([i for i in range(len(y)) if i not in set(test.tolist())])
+            w0, w = fit_surrogate(X[train], y[train], method=self.fit, alpha=self.alpha)
+            pred[test - 2] = w0 + X[test] @ w
+        return r2_score(y[2:], pred)
+
+
+class LooLabeler(Labeler):
+    """Leave-one-out: f(all) - f(all without unit i); n + 2 prompts, batched."""
+
+    name = "loo"
+
+    def _label(self, agent, item: LabelInput, cache) -> LabelResult:
+        n = len(item.units)
+        masks = [[True] * n, [False] * n] + [[j != i for j in range(n)] for i in range(n)]
+        names = ["all units", "no units"] + [f"without unit {i}" for i in range(n)]
+        scorer = self.scorer(agent, item, cache)
+        f = scorer(masks, names)
+        return LabelResult(
+            scores=[f[0] - v for v in f[2:]],
+            f_all=f[0],
+            f_none=f[1],
+            method=self.name,
+            forward_passes=scorer.forward_passes,
+            nominal_passes=scorer.nominal_passes,
+            cost_s=scorer.cost_s,
+        )
+
+
+class GradientLabeler(Labeler):
+    """Gradient x input embedding of log p(gold | full transfer), summed per unit.
+
+    One forward + backward pass over the full transfer prompt and target, tokenized exactly as
+    ``Agent.score`` does (prefix, rest and target separately). Plus f(all) and f(none) as the
+    other labelers score them (a batched call). Image prompts work where the model accepts
+    ``inputs_embeds`` together with ``pixel_values`` (LLaVA-style models do).
+    """
+
+    name = "gradient"
+
+    def _label(self, agent, item: LabelInput, cache) -> LabelResult:
+        n = len(item.units)
+        start = time.perf_counter()
+        scores, _ = gradient_attribution(agent, item, self.template)
+        grad_s = time.perf_counter() - start
+        scorer = self.scorer(agent, item, cache)
+        f_all, f_none = scorer([[True] * n, [False] * n], ["all units", "no units"])
+        return LabelResult(
+            scores=scores,
+            f_all=f_all,
+            f_none=f_none,
+            method=self.name,
+            forward_passes=1 + scorer.forward_passes,
+            nominal_passes=1 + scorer.nominal_passes,
+            cost_s=grad_s + scorer.cost_s,
+        )
+
+
+def gradient_attribution(agent, item: LabelInput, template: PromptTemplate | None = None):
+    """(per-unit gradient x input, log p(gold)) for the full transfer prompt."""
+    n = len(item.units)
+    kept = join_units(item.reasoning, item.units, [True] * n)
+    parts = transfer_prompt(
+        agent, item.question, kept, choices=item.choices, images=item.images, template=template
+    )
+    tail = transfer_prompt(
+        agent, item.question, None, choices=item.choices, images=item.images, template=template
+    )
+    # The reasoning sits right before the part of `rest` that every transfer prompt ends with.
+    r_end = len(parts.rest) - len(tail.rest)
+    r_start = r_end - len(kept)
+    if not parts.rest.endswith(tail.rest) or parts.rest[r_start:r_end] != kept:
+        raise RuntimeError(f"trace {item.id!r}: cannot locate the reasoning inside the transfer prompt")
+    # Tokenize exactly as Agent.score does: prefix (with images), rest, target, each on its own.
+    prefix_enc = agent._encode_prompt(parts.prefix, parts.images)
+    rest_enc = agent.tokenizer(parts.rest, add_special_tokens=False, return_offsets_mapping=True)
+    rest_ids = torch.tensor(rest_enc["input_ids"], dtype=torch.long)
+    if not torch.equal(rest_ids, agent._encode_text(parts.rest)):
+        raise RuntimeError("offset tokenization differs from the scoring tokenization")
+    target_ids = agent._encode_text(item.target)
+    p, r = len(prefix_enc["input_ids"]), len(rest_ids)
+    ids = torch.cat([prefix_enc["input_ids"], rest_ids, target_ids])[None].to(agent.device)
+    extras = {k: v.to(agent.device) for k, v in prefix_enc.items() if k != "input_ids"}
+    with torch.inference_mode(False), torch.enable_grad():
+        embeds = agent.model.get_input_embeddings()(ids).detach().clone().requires_grad_(True)
+        logits = agent.model(inputs_embeds=embeds, **extras).logits[0]
+        ctx = p + r
+        pred = logits[ctx - 1 : ctx - 1 + len(target_ids)].double().log_softmax(-1)
+        logprob = pred.gather(-1, target_ids.to(pred.device)[:, None]).sum()
+        (grad,) = torch.autograd.grad(logprob, embeds)
+        per_token = (grad * embeds).sum(-1)[0, p : p + r].float().detach().cpu()
+        logprob = float(logprob.detach())
+    if not math.isfinite(logprob) or not torch.isfinite(per_token).all():
+        raise ValueError(
+            f"trace {item.id!r}: non-finite gradient attribution for the full transfer (all units)"
+        )
+    # Rest-token spans -> reasoning char offsets (clipped to the reasoning) -> units.
+    base = item.units[0].start
+    spans = []
+    for s, e in rest_enc["offset_mapping"]:
+        s, e = max(s, r_start), min(e, r_end)
+        spans.append((s - r_start + base, e - r_start + base) if s < e else (0, 0))
+    scores = [0.0] * n
+    for value, unit in zip(per_token.tolist(), assign_spans_to_units(spans, item.units)):
+        if unit >= 0:
+            scores[unit] += value
+    return scores, logprob
+
+
+def get_labeler(name: str = "ablation", **kwargs) -> Labeler:
+    """A labeler by name; keyword arguments that it does not take are ignored (one config for all)."""
+    classes = {"ablation": AblationLabeler, "loo": LooLabeler, "gradient": GradientLabeler}
+    if name not in classes:
+        raise ValueError(f"unknown labeler {name!r}; expected one of {METHODS}")
+    cls = classes[name]
+    accepted = set(inspect.signature(cls.__init__).parameters) | set(
+        inspect.signature(Labeler.__init__).parameters
+    )
+    return cls(**{k: v for k, v in kwargs.items() if k in accepted})

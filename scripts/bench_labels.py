@@ -235,8 +235,8 @@ def throughput(agent, record, args, out: Path) -> dict:
     )
     prefix, rest = TransferScorer(agent, item).prompt([True] * len(item.units)).as_pair()
     result["prefix_tokens"], result["full_rest_tokens"] = (
-        len(agent._encode_text(prefix)),
-        len(agent._encode_text(rest)),
+        len(agent.encode_text(prefix)),
+        len(agent.encode_text(rest)),
     )
     _write_json(path, result)
     return result

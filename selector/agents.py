@@ -228,7 +228,7 @@ class Agent:
             raise ValueError(f"{self.name} is a text-only model: it cannot take an image")
         return [_load_image(im) for im in images]
 
-    def _encode_prompt(self, text: str, images: Sequence) -> dict[str, torch.Tensor]:
+    def encode_prompt(self, text: str, images: Sequence) -> dict[str, torch.Tensor]:
         """Token ids (1-D) of a prompt, with image features expanded when there are images."""
         images = self._check_images(images)
         if images:
@@ -239,7 +239,8 @@ class Agent:
         ids = self.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
         return {"input_ids": ids}
 
-    def _encode_text(self, text: str) -> torch.Tensor:
+    def encode_text(self, text: str) -> torch.Tensor:
+        """Token ids (1-D) of a piece of text, no special tokens: how ``score`` tokenizes each piece."""
         return self.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
 
     # ------------------------------------------------------------------ generation
@@ -268,7 +269,7 @@ class Agent:
         images = list(images) if images is not None else [[] for _ in prompts]
         if len(images) != len(prompts):
             raise ValueError(f"{len(prompts)} prompts but {len(images)} image lists")
-        batch = self._left_padded([self._encode_prompt(p, im) for p, im in zip(prompts, images)])
+        batch = self._left_padded([self.encode_prompt(p, im) for p, im in zip(prompts, images)])
         prompt_lens = [int(n) for n in batch["attention_mask"].sum(1)]
         if seed is not None:
             torch.manual_seed(seed)
@@ -379,10 +380,10 @@ class Agent:
         for i, (prefix, _) in enumerate(parts):
             key = (prefix, tuple(im if isinstance(im, str) else id(im) for im in images[i]))
             groups.setdefault(key if reuse_prefix else None, []).append(i)
-        target_ids = {t: self._encode_text(t) for t in set(targets)}
+        target_ids = {t: self.encode_text(t) for t in set(targets)}
         for members in groups.values():
             prefix, _ = parts[members[0]]
-            prefix_enc = self._encode_prompt(prefix, images[members[0]])
+            prefix_enc = self.encode_prompt(prefix, images[members[0]])
             if reuse_prefix and len(members) > 1 and len(prefix_enc["input_ids"]) > 0:
                 self._score_with_cache(prefix_enc, members, parts, targets, target_ids, batch_size, results)
                 continue
@@ -390,10 +391,10 @@ class Agent:
                 chunk = members[start : start + batch_size]
                 rows, extras = [], []
                 for i in chunk:
-                    enc = prefix_enc if i == members[0] else self._encode_prompt(parts[i][0], images[i])
+                    enc = prefix_enc if i == members[0] else self.encode_prompt(parts[i][0], images[i])
                     rows.append(
                         (
-                            torch.cat([enc["input_ids"], self._encode_text(parts[i][1])]),
+                            torch.cat([enc["input_ids"], self.encode_text(parts[i][1])]),
                             target_ids[targets[i]],
                         )
                     )
@@ -424,7 +425,7 @@ class Agent:
         p = prefix_ids.shape[1]
         for start in range(0, len(members), batch_size):
             chunk = members[start : start + batch_size]
-            rests = [self._encode_text(parts[i][1]) for i in chunk]
+            rests = [self.encode_text(parts[i][1]) for i in chunk]
             tgts = [target_ids[targets[i]] for i in chunk]
             ids, mask = self._right_padded([torch.cat([r, t]) for r, t in zip(rests, tgts)])
             batch_cache = copy.deepcopy(cache)

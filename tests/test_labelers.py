@@ -158,9 +158,9 @@ def test_gradient_is_the_first_order_change_of_f(tiny_lm_dir):
     scores, logprob = gradient_attribution(agent, item)
     parts = transfer_prompt(agent, item.question, REASONING)
     assert logprob == pytest.approx(agent.score([parts.as_pair()], item.target)[0].logprob, abs=1e-6)
-    prefix = agent._encode_prompt(parts.prefix, [])["input_ids"]
+    prefix = agent.encode_prompt(parts.prefix, [])["input_ids"]
     enc = agent.tokenizer(parts.rest, add_special_tokens=False, return_offsets_mapping=True)
-    target = agent._encode_text(item.target)
+    target = agent.encode_text(item.target)
     start = parts.rest.index(REASONING)
     # Tokens overlapping a unit (whitespace between units belongs to none).
     inside = [

@@ -479,12 +479,12 @@ def gradient_attribution(agent, item: LabelInput, template: PromptTemplate | Non
     if not parts.rest.endswith(tail.rest) or parts.rest[r_start:r_end] != kept:
         raise RuntimeError(f"trace {item.id!r}: cannot locate the reasoning inside the transfer prompt")
     # Tokenize exactly as Agent.score does: prefix (with images), rest, target, each on its own.
-    prefix_enc = agent._encode_prompt(parts.prefix, parts.images)
+    prefix_enc = agent.encode_prompt(parts.prefix, parts.images)
     rest_enc = agent.tokenizer(parts.rest, add_special_tokens=False, return_offsets_mapping=True)
     rest_ids = torch.tensor(rest_enc["input_ids"], dtype=torch.long)
-    if not torch.equal(rest_ids, agent._encode_text(parts.rest)):
+    if not torch.equal(rest_ids, agent.encode_text(parts.rest)):
         raise RuntimeError("offset tokenization differs from the scoring tokenization")
-    target_ids = agent._encode_text(item.target)
+    target_ids = agent.encode_text(item.target)
     p, r = len(prefix_enc["input_ids"]), len(rest_ids)
     ids = torch.cat([prefix_enc["input_ids"], rest_ids, target_ids])[None].to(agent.device)
     extras = {k: v.to(agent.device) for k, v in prefix_enc.items() if k != "input_ids"}

@@ -1,0 +1,281 @@
+"""A seedable world of multi-step questions with distractors, for the embedded demo, tests and ablations.
+
+A question is a list of variable assignments and asks for one variable::
+
+    q = 7. h = q + 5. x = 3. f = h - 4. k = x + 2. m = f + 9. What is m?
+
+Only the assignments on the asked variable's dependency chain (q, h, f, m) matter; the others are
+distractors. Every question comes with its gold answer and a *verbose* worked solution (filler
+words around each step, one step per line, then ``Answer: N``): the kind of reasoning a small model
+writes, where the few tokens that matter to a reader are a small fraction of the text.
+
+Everything is a pure function of ``(config, seed)``, so a test, an ablation and the demo build see
+the same questions.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from dataclasses import dataclass, field
+
+from .data import Example, write_jsonl
+
+__all__ = [
+    "ANSWER_LINE_RE",
+    "TARGET_MARK",
+    "Assignment",
+    "ChainProblem",
+    "SyntheticConfig",
+    "generate_problem",
+    "generate_problems",
+    "relevant_lines",
+    "strip_answer_line",
+    "verbose_reasoning",
+    "write_synthetic_jsonl",
+]
+
+# Letters used as variable names: single letters that never appear as words in the filler text.
+VARIABLE_NAMES = "bcdefghjkmnpqrstuvwxyz"
+ORDERED_NAMES = "abcdefghjkmnpqrstuvwxyz"  # ordered naming: a, b, c, ... (i, l and o are skipped)
+OPS = ("+", "-", "*")
+TARGET_MARK = "which the question asks for"
+ANSWER_LINE_RE = re.compile(r"\n?Answer:[^\n]*\s*$")
+
+_OPENINGS = (
+    "Let me work through this step by step.",
+    "Okay, let me figure this out carefully.",
+    "Alright, I will go through each line in order.",
+    "Let me think about this problem slowly and carefully.",
+    "Okay, there are several lines here, so let me take them one by one.",
+)
+_LEADS = ("First,", "Next,", "Then,", "Now,", "Okay,", "Moving on,", "Alright,", "After that,", "Hmm,")
+# Values are always stated as "<name> is <value>" and formulas as "<name> = ...", so a reader (or a
+# tiny model) finds a variable's value by one unambiguous pattern.
+_CONST_STEPS = (
+    "{lead} {v} is {n}, given directly.",
+    "{lead} the problem says {v} is {n}.",
+    "{lead} we are told {v} is {n}.",
+)
+_DERIVED_STEPS = (
+    "{lead} {v} = {u} {op} {k}, and {u} is {a}.",
+    "{lead} {v} = {u} {op} {k}, where {u} is {a}.",
+    "{lead} we have {v} = {u} {op} {k}, where {u} is {a}.",
+)
+_RESULTS = (
+    "So {a} {op} {k} = {n}, and {v} is {n}{mark}.",
+    "That gives {a} {op} {k} = {n}, so {v} is {n}{mark}.",
+    "Then {a} {op} {k} = {n}, meaning {v} is {n}{mark}.",
+)
+_FILLERS = (
+    "That one is easy.",
+    "Let me keep track of the values.",
+    "I must not mix up the letters.",
+    "Everything looks consistent.",
+    "Good, that step is done.",
+    "Let me double check that.",
+    "This part needs care.",
+)
+
+
+@dataclass
+class SyntheticConfig:
+    """Shape of the generated questions: keep numbers small so tiny models can learn the world."""
+
+    chain_ops: int = 3
+    """Operations on the asked variable's dependency chain (after its root constant): its depth."""
+    n_distractors: int = 2
+    """Assignments that do not matter for the asked variable (constants or derived from any earlier one)."""
+    max_value: int = 9
+    """Every variable's value lies in 0..max_value."""
+    max_operand: int = 5
+    """Constants added or subtracted lie in 1..max_operand; root constants in 0..max_value."""
+    multiply: bool = False
+    """Also use ``* 2`` and ``* 3`` steps (when the product stays in range)."""
+    filler_rate: float = 0.3
+    """Chance of a pure filler sentence after each step of the verbose reasoning."""
+    distractor_after_target: float = 0.5
+    """Chance that each distractor not tied to the chain is placed after the asked variable."""
+    ordered_names: bool = True
+    """Name the variables in the order they are assigned (a, b, c, ...); else random letters."""
+
+    def __post_init__(self) -> None:
+        if self.chain_ops < 1:
+            raise ValueError(f"chain_ops must be >= 1, got {self.chain_ops}")
+        if self.n_distractors < 0:
+            raise ValueError(f"n_distractors must be >= 0, got {self.n_distractors}")
+        if 1 + self.chain_ops + self.n_distractors > len(VARIABLE_NAMES):
+            raise ValueError(f"at most {len(VARIABLE_NAMES)} assignments per question (variable names)")
+        if self.max_operand < 1 or self.max_value < self.max_operand:
+            raise ValueError("need 1 <= max_operand <= max_value")
+        if not 0 <= self.filler_rate <= 1 or not 0 <= self.distractor_after_target <= 1:
+            raise ValueError("filler_rate and distractor_after_target are probabilities in [0, 1]")
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """One line of a question: ``name = value`` or ``name = parent op operand``."""
+
+    name: str
+    value: int
+    """The variable's value (the line's result)."""
+    parent: str | None = None
+    """The variable it is computed from; None for a constant."""
+    op: str | None = None
+    operand: int | None = None
+
+    @property
+    def text(self) -> str:
+        if self.parent is None:
+            return f"{self.name} = {self.value}"
+        return f"{self.name} = {self.parent} {self.op} {self.operand}"
+
+
+@dataclass
+class ChainProblem:
+    """A generated question with its gold answer and which lines matter."""
+
+    id: str
+    assignments: list[Assignment]
+    target: str
+    """The asked variable."""
+    chain: list[str] = field(default_factory=list)
+    """The asked variable's dependency chain, root first (the lines that matter)."""
+
+    @property
+    def values(self) -> dict[str, int]:
+        return {a.name: a.value for a in self.assignments}
+
+    @property
+    def answer(self) -> str:
+        return str(self.values[self.target])
+
+    @property
+    def question(self) -> str:
+        return " ".join(f"{a.text}." for a in self.assignments) + f" What is {self.target}?"
+
+    def to_example(self) -> Example:
+        return Example(id=self.id, question=self.question, answer=self.answer)
+
+
+def _apply(a: int, op: str, k: int) -> int:
+    return a + k if op == "+" else a - k if op == "-" else a * k
+
+
+def _step(rng: random.Random, value: int, config: SyntheticConfig) -> tuple[str, int]:
+    """A random operation on ``value`` whose result stays in 0..max_value."""
+    options = [("+", k) for k in range(1, config.max_operand + 1) if value + k <= config.max_value]
+    options += [("-", k) for k in range(1, config.max_operand + 1) if value - k >= 0]
+    if config.multiply:
+        options += [("*", k) for k in (2, 3) if 0 < value * k <= config.max_value]
+    return rng.choice(options)
+
+
+def generate_problem(rng: random.Random, config: SyntheticConfig, id: str = "0") -> ChainProblem:
+    """One question drawn with ``rng`` (see :func:`generate_problems` for the seeded batch)."""
+    names = rng.sample(VARIABLE_NAMES, 1 + config.chain_ops + config.n_distractors)
+    chain_names, other_names = names[: 1 + config.chain_ops], names[1 + config.chain_ops :]
+    chain = [Assignment(chain_names[0], rng.randint(0, config.max_value))]
+    for name in chain_names[1:]:
+        op, k = _step(rng, chain[-1].value, config)
+        chain.append(Assignment(name, _apply(chain[-1].value, op, k), chain[-1].name, op, k))
+    # Interleave: the chain in order, each distractor after its parent (if any).
+    order: list[Assignment] = list(chain)
+    for name in other_names:
+        if rng.random() < 0.4:
+            line = Assignment(name, rng.randint(0, config.max_value))
+            lowest = 0
+        else:
+            parent_pos = rng.randrange(len(order))
+            parent = order[parent_pos]
+            op, k = _step(rng, parent.value, config)
+            line = Assignment(name, _apply(parent.value, op, k), parent.name, op, k)
+            lowest = parent_pos + 1
+        target_pos = next(i for i, a in enumerate(order) if a.name == chain[-1].name)
+        if lowest <= target_pos and rng.random() < config.distractor_after_target:
+            lowest = target_pos + 1
+        order.insert(rng.randint(lowest, len(order)), line)
+    if config.ordered_names:  # rename so the k-th line assigns the k-th letter
+        rename = {a.name: ORDERED_NAMES[i] for i, a in enumerate(order)}
+        order = [
+            Assignment(rename[a.name], a.value, rename.get(a.parent), a.op, a.operand)
+            if a.parent
+            else Assignment(rename[a.name], a.value)
+            for a in order
+        ]
+        chain = [Assignment(rename[a.name], a.value) for a in chain]
+    return ChainProblem(id=id, assignments=order, target=chain[-1].name, chain=[a.name for a in chain])
+
+
+def generate_problems(n: int, seed: int = 0, config: SyntheticConfig | None = None) -> list[ChainProblem]:
+    """``n`` questions, the same for the same ``(seed, config)``; ids are ``chain-<seed>-<i>``."""
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    config = config or SyntheticConfig()
+    rng = random.Random(f"tokenrelay-synthetic-{seed}")
+    return [generate_problem(rng, config, id=f"chain-{seed}-{i}") for i in range(n)]
+
+
+def verbose_reasoning(
+    problem: ChainProblem,
+    rng: random.Random,
+    config: SyntheticConfig | None = None,
+    *,
+    with_answer: bool = True,
+) -> str:
+    """A worked solution with filler: an opening, one line per assignment in question order, ``Answer: N``.
+
+    The asked variable's line says so ("which the question asks for"), as chatty
+    reasoning does; the lines after it are the remaining distractors.
+    """
+    config = config or SyntheticConfig()
+    values = problem.values
+    lines = [rng.choice(_OPENINGS)]
+    for a in problem.assignments:
+        lead = rng.choice(_LEADS)
+        if a.parent is None:
+            line = rng.choice(_CONST_STEPS).format(lead=lead, v=a.name, n=a.value)
+        else:
+            mark = f", {TARGET_MARK}" if a.name == problem.target else ""
+            fields = dict(
+                v=a.name, u=a.parent, op=a.op, k=a.operand, a=values[a.parent], n=a.value, mark=mark
+            )
+            line = (
+                rng.choice(_DERIVED_STEPS).format(lead=lead, **fields)
+                + " "
+                + rng.choice(_RESULTS).format(**fields)
+            )
+        if rng.random() < config.filler_rate:
+            line += " " + rng.choice(_FILLERS)
+        lines.append(line)
+    text = "\n".join(lines)
+    return f"{text}\nAnswer: {problem.answer}" if with_answer else text
+
+
+def strip_answer_line(reasoning: str) -> str:
+    """The reasoning without its final ``Answer: ...`` line: what the relay transfers in the demo."""
+    return ANSWER_LINE_RE.sub("", reasoning)
+
+
+def relevant_lines(problem: ChainProblem, reasoning: str) -> list[int]:
+    """Indices of the reasoning's lines (``split('\\n')``) that compute a variable of the asked chain.
+
+    A step line names its own variable first (the filler text holds no single-letter words).
+    """
+    chain = set(problem.chain)
+    out = []
+    for i, line in enumerate(reasoning.split("\n")):
+        m = re.search(rf"\b([{ORDERED_NAMES}])\b", line)
+        if m and m.group(1) in chain:
+            out.append(i)
+    return out
+
+
+def write_synthetic_jsonl(
+    path: str | os.PathLike, n: int, seed: int = 0, config: SyntheticConfig | None = None
+) -> list[ChainProblem]:
+    """Write ``n`` seeded questions as JSONL in the Example contract (id, question, answer)."""
+    problems = generate_problems(n, seed, config)
+    write_jsonl([p.to_example() for p in problems], path)
+    return problems

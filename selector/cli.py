@@ -26,30 +26,30 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "the small model writes reasoning traces for a dataset",
         "selector.cli:reason_config",
     ),
-    "infer": (
-        "selector.infer_cli:main",
-        "the relay: the large model answers, from the small model's key reasoning when necessary",
-        "selector.infer_cli:infer_config",
+    "label": (
+        "training.label_cli:main",
+        "the large model labels which reasoning units raise its gold-answer likelihood",
+        "training.label_cli:label_config",
     ),
     "train": (
         "training.train_cli:main",
         "train a selector on labelled traces (Lightning) and release its checkpoint",
         "training.train_cli:train_config",
     ),
-    "label": (
-        "training.label_cli:main",
-        "the large model labels which reasoning units raise its gold-answer likelihood",
-        "training.label_cli:label_config",
-    ),
-    "profile": (
-        "selector.profiler:main",
-        "fit per-model latency cost models on random weights and predict the relay's speedup",
-        "selector.profiler:profile_config",
+    "infer": (
+        "selector.infer_cli:main",
+        "the relay: the large model answers, from the small model's key reasoning when necessary",
+        "selector.infer_cli:infer_config",
     ),
     "demo": (
         "selector.demo:main",
         "run the whole relay offline on the embedded synthetic world (tiny shipped agents, ~2 min)",
         "selector.demo:demo_config",
+    ),
+    "profile": (
+        "selector.profiler:main",
+        "fit per-model latency cost models on random weights and predict the relay's speedup",
+        "selector.profiler:profile_config",
     ),
 }
 

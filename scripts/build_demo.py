@@ -1,0 +1,185 @@
+"""Rebuild everything `tokenrelay demo` ships, from scratch, with one command (CPU, ~20-30 minutes).
+
+    python -m scripts.build_demo                      # agents + selector into checkpoints/demo/
+    python -m scripts.build_demo --skip-agents        # keep the agents, retrain the selector only
+
+Steps (intermediate files under --work, never in the repository):
+
+1. ``scripts/train_demo_agents.py`` trains the small and large agents -> checkpoints/demo/{small,large};
+2. synthetic questions for the selector (``selector.synthetic``, their own seed) -> WORK/selector_questions.jsonl;
+3. ``tokenrelay reason --config configs/demo_reason.yaml``: the small agent's traces (with hidden states);
+4. each trace's final ``Answer:`` line is cut off (``selector.demo.strip_answer_from_trace``): the
+   relay transfers the reasoning, not the small model's verdict;
+5. ``tokenrelay label --config configs/demo_label.yaml``: the large agent labels the units;
+6. ``tokenrelay train --config configs/demo_train.yaml``: the selector -> checkpoints/demo/selector;
+7. ``tokenrelay demo`` on the 200 held-out questions; the table goes into checkpoints/demo/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a file: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _tokenrelay(*args: str) -> None:
+    """Run a project command exactly as a user would (a fresh process, the installed entry point)."""
+    cmd = [sys.executable, "-m", "selector.cli", *args]
+    print("$ tokenrelay " + " ".join(args), flush=True)
+    subprocess.run(cmd, check=True, cwd=REPO)
+
+
+def strip_traces(src: Path, dst: Path, small_model: Path) -> int:
+    """Write the traces of ``src`` without their final Answer line to ``dst`` (resumable shards)."""
+    from transformers import AutoTokenizer
+
+    from selector.demo import strip_answer_from_trace
+    from selector.shards import ShardWriter
+    from selector.traces import load_traces
+
+    tokenizer = AutoTokenizer.from_pretrained(small_model)
+    writer = ShardWriter(dst)
+    records = [r for r in load_traces(src) if r["id"] not in writer.done]
+    for start in range(0, len(records), 100):
+        writer.write([strip_answer_from_trace(r, tokenizer) for r in records[start : start + 100]])
+    return len(records)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m scripts.build_demo", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="checkpoints/demo", help="where small/, large/ and selector/ go")
+    parser.add_argument("--work", default="runs/demo_build", help="intermediate files (traces, labels, runs)")
+    parser.add_argument(
+        "--selector-questions", type=int, default=600, help="questions the selector learns from"
+    )
+    parser.add_argument(
+        "--demo-questions", type=int, default=200, help="held-out questions of the final check"
+    )
+    parser.add_argument("--skip-agents", action="store_true", help="keep the trained agents in --out")
+    parser.add_argument(
+        "--fresh", action="store_true", help="delete --work first (else finished steps resume)"
+    )
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument(
+        "--reason-tokens", type=int, default=None, help="override demo_reason.yaml max_new_tokens"
+    )
+    parser.add_argument("--masks", type=int, default=None, help="override demo_label.yaml masks")
+    parser.add_argument("--max-epochs", type=int, default=None, help="override demo_train.yaml max_epochs")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import torch
+
+    torch.set_num_threads(args.threads)
+    out, work = (REPO / args.out).resolve(), (REPO / args.work).resolve()
+    if args.fresh and work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    times: dict[str, float] = {}
+
+    def step(name: str):
+        times[name] = time.perf_counter()
+        print(f"\n=== {name}", flush=True)
+
+    def done(name: str) -> None:
+        times[name] = time.perf_counter() - times[name]
+
+    if not args.skip_agents:
+        from scripts.train_demo_agents import TrainDemoConfig, run
+
+        step("agents")
+        run(TrainDemoConfig(out=str(out), threads=args.threads))
+        done("agents")
+
+    from scripts.train_demo_agents import SELECTOR_SEED
+    from selector.synthetic import write_synthetic_jsonl
+
+    step("selector data")
+    questions = work / "selector_questions.jsonl"
+    write_synthetic_jsonl(questions, args.selector_questions, seed=SELECTOR_SEED)
+    traces, relayed, labels = work / "traces", work / "traces_relayed", work / "labels"
+    _tokenrelay(
+        "reason", "--config", "configs/demo_reason.yaml",
+        "--data", str(questions), "--model", str(out / "small"), "--out", str(traces),
+        *(["--max_new_tokens", str(args.reason_tokens)] if args.reason_tokens else []),
+    )  # fmt: skip
+    print(f"{strip_traces(traces, relayed, out / 'small')} traces cut before their Answer line")
+    done("selector data")
+    step("labels")
+    _tokenrelay(
+        "label", "--config", "configs/demo_label.yaml",
+        "--traces", str(relayed), "--model", str(out / "large"), "--out", str(labels),
+        *(["--masks", str(args.masks)] if args.masks else []),
+    )  # fmt: skip
+    done("labels")
+    step("selector")
+    if (out / "selector").exists():
+        shutil.rmtree(out / "selector")
+    run_dir = work / "selector_run"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # a fresh fit (the labels above resume; training is minutes)
+    _tokenrelay(
+        "train", "--config", "configs/demo_train.yaml",
+        "--data.data", str(labels), "--data.small_model", str(out / "small"),
+        "--trainer.default_root_dir", str(run_dir), "--release.dirpath", str(out / "selector"),
+        *(["--trainer.max_epochs", str(args.max_epochs)] if args.max_epochs else []),
+    )  # fmt: skip
+    done("selector")
+    step("demo")
+    demo_out = work / "demo"
+    _tokenrelay(
+        "demo", "--questions", str(args.demo_questions), "--out", str(demo_out), "--checkpoints", str(out)
+    )
+    done("demo")
+    result = json.loads((demo_out / "demo_results.json").read_text())
+    (out / "demo_results.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_card(out, result, times)
+    print("\n" + "\n".join(f"{k}: {v / 60:.1f} min" for k, v in times.items()))
+    return 0
+
+
+def write_card(out: Path, result: dict, times: dict[str, float]) -> None:
+    """checkpoints/demo/README.md: what is shipped, how it was built, and the measured table."""
+    from selector.demo import markdown_table
+
+    sizes = sum(p.stat().st_size for p in out.rglob("*") if p.is_file() and p.suffix == ".safetensors")
+    built = ", ".join(f"{k} {v / 60:.1f} min" for k, v in times.items())
+    (out / "README.md").write_text(
+        f"""# TokenRelay embedded demo
+
+What `tokenrelay demo` runs: two tiny, real Hugging Face causal LMs and a trained TokenRelay selector,
+trained from scratch on the synthetic chain-arithmetic world of `selector.synthetic` (questions such as
+`q = 7. h = q + 5. x = 3. f = h - 4. k = x + 2. m = f + 1. What is m?`, whose distractor lines do not
+matter for the answer).
+
+| folder | what |
+| --- | --- |
+| `small/` | the small agent: writes verbose step-by-step reasoning, then `Answer: N` (model card inside) |
+| `large/` | the large agent: answers in a few tokens, directly or from a transfer prompt (model card inside) |
+| `selector/` | the selector (`hidden` backbone: the small agent's hidden states), trained by `tokenrelay train` |
+| `agents_report.json`, `demo_results.json` | the measurements below, as JSON |
+
+Weights: {sizes / 1e6:.1f} MB of safetensors in all. Rebuilt with `python -m scripts.build_demo`
+(on this machine: {built}): the agents by `scripts/train_demo_agents.py`, then the selector through
+the project's own commands with `configs/demo_reason.yaml`, `configs/demo_label.yaml` and
+`configs/demo_train.yaml` (the traces' final `Answer:` line is cut before labelling: the relay
+transfers reasoning, not the small model's verdict).
+
+## Measured by `tokenrelay demo` ({result["questions"]} held-out questions)
+
+{markdown_table(result)}
+"""
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

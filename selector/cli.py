@@ -41,6 +41,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "the relay: the large model answers, from the small model's key reasoning when necessary",
         "selector.infer_cli:infer_config",
     ),
+    "eval": (
+        "selector.eval_cli:main",
+        "evaluate a grid of conditions (baselines, selectors x budgets x gates) with cached model outputs",
+        "selector.eval_cli:eval_config",
+    ),
     "demo": (
         "selector.demo:main",
         "run the whole relay offline on the embedded synthetic world (tiny shipped agents, ~2 min)",

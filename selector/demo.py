@@ -8,9 +8,8 @@ baseline's pick at the same budgets; and the gated relay. It prints one table (a
 transferred tokens, per-stage latency, answer leakage) and writes it as JSON and Markdown, with a
 plot of accuracy against transferred tokens.
 
-The relay transfers the small model's *reasoning*, not its final ``Answer:`` line (as one would
-relay a thinking block): that line alone would hand over the answer, and any selector that keeps
-the last unit would win without selecting anything. Each distinct transfer prompt is answered
+The relay transfers the small model's *reasoning*, not its final ``Answer:`` line
+(``selector.reasoning.answer_free_length`` says why). Each distinct transfer prompt is answered
 once and reused by every condition that produces it. Stage times are per question: the wall time
 of a batch divided by its size.
 """
@@ -31,18 +30,16 @@ from .baselines import BASELINES, load_selector, select_transfer
 from .gating import Gate, answer_from_generation, answer_probability, check_gate
 from .progress import progress_bar
 from .prompts import answer_target, reasoning_prompt, transfer_prompt
-from .reasoning import ReasoningView, spans_from_token_ids
+from .reasoning import view_from_generation
 from .selection import Budget, Transfer
-from .synthetic import ANSWER_LINE_RE, generate_problems
-from .units import split_units, unit_token_counts
+from .synthetic import generate_problems
+from .units import unit_token_counts
 
 __all__ = [
     "DEMO_SEED",
     "DemoConfig",
-    "answer_free_length",
     "default_checkpoints",
     "run_demo",
-    "strip_answer_from_trace",
 ]
 
 DEMO_SEED = 7
@@ -108,63 +105,6 @@ class DemoConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
-
-
-# --------------------------------------------------------------------------- the answer line
-
-
-def answer_free_length(tokenizer, token_ids: Sequence[int], text: str) -> tuple[int, str]:
-    """How many reasoning tokens come before the final ``Answer:`` line, and their decoded text.
-
-    The cut is at a token boundary, so the kept text is exactly ``decode(token_ids[:k])`` and the
-    token signals (log-probs, hidden states) of the kept tokens still line up with it.
-    """
-    match = ANSWER_LINE_RE.search(text)
-    if match is None:
-        return len(token_ids), text
-    decoded, spans = spans_from_token_ids(tokenizer, token_ids)
-    if decoded != text:
-        raise ValueError("the reasoning text is not the decoding of its token ids; cannot cut it")
-    k = sum(1 for _, end in spans if end <= match.start())
-    while k > 0 and spans[k - 1][0] >= match.start():  # empty-span tokens after the cut
-        k -= 1
-    return k, tokenizer.decode(list(token_ids[:k]), skip_special_tokens=True)
-
-
-def strip_answer_from_trace(record: dict, tokenizer) -> dict:
-    """A trace record (``tokenrelay reason``) whose reasoning stops before its final ``Answer:`` line.
-
-    ``small_answer``/``small_correct`` keep the small model's own answer; token ids, log-probs and
-    hidden states are cut to the kept tokens.
-    """
-    ids = list(record["reasoning_token_ids"])
-    k, text = answer_free_length(tokenizer, ids, record["reasoning"])
-    out = dict(record)
-    out["reasoning"] = text
-    out["reasoning_token_ids"] = ids[:k]
-    out["reasoning_logprobs"] = list(record["reasoning_logprobs"])[:k]
-    if record.get("hidden_states") is not None:
-        out["hidden_states"] = list(record["hidden_states"])[:k]
-    out["new_tokens"] = k
-    return out
-
-
-def _answer_free_view(
-    gen: Generation, question: str, small: Agent, granularity: str
-) -> tuple[ReasoningView, str]:
-    k, text = answer_free_length(small.tokenizer, gen.token_ids, gen.text)
-    ids = list(gen.token_ids[:k])
-    decoded, spans = spans_from_token_ids(small.tokenizer, ids)
-    view = ReasoningView(
-        question=question,
-        reasoning=text,
-        units=split_units(text, granularity, tokenizer=small.tokenizer),
-        token_ids=ids,
-        token_logprobs=list(gen.logprobs[:k]),
-        token_spans=spans if decoded == text else None,
-        hidden_states=gen.hidden_states[:k] if gen.hidden_states is not None else None,
-    )
-    return view, text
 
 
 # --------------------------------------------------------------------------- running
@@ -249,7 +189,15 @@ def run_demo(config: DemoConfig, agents=None) -> dict:
         )
         views, counts, small_answers = [], [], []
         for ex, (gen, _, _) in zip(examples, reasoning):
-            view, _ = _answer_free_view(gen, ex.question, small, granularity)
+            view = view_from_generation(
+                ex.question,
+                gen.text,
+                gen.token_ids,
+                gen.logprobs,
+                small.tokenizer,
+                granularity=granularity,
+                hidden_states=gen.hidden_states,
+            )
             views.append(view)
             counts.append(unit_token_counts(view.reasoning, view.units, large.tokenizer))
             small_answers.append(extract_answer(gen.text))

@@ -6,6 +6,7 @@ Trained selectors and baselines (random, self-information, oracle, ...) all scor
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -14,7 +15,20 @@ import torch
 
 from .units import Unit, split_units
 
-__all__ = ["ReasoningView", "UnitScorer", "spans_from_token_ids", "view_from_trace"]
+__all__ = [
+    "FINAL_ANSWER_LINE_RE",
+    "ReasoningView",
+    "UnitScorer",
+    "answer_free_length",
+    "spans_from_token_ids",
+    "view_from_generation",
+    "view_from_trace",
+]
+
+FINAL_ANSWER_LINE_RE = re.compile(
+    r"(?:^|\n)[ \t>*#_]*(?:the\s+)?(?:final\s+)?answer\b[^\n]*\s*$", re.IGNORECASE
+)
+"""The reasoning's last line when it states the answer ("Answer: 5", "**Final answer:** 5", ...)."""
 
 
 @dataclass
@@ -112,4 +126,57 @@ def view_from_trace(
         token_spans=spans if spans is not None or ids is None else None,
         hidden_states=torch.tensor(hidden, dtype=torch.float32) if hidden is not None else None,
         labels=list(trace["labels"]) if with_labels and trace.get("labels") is not None else None,
+    )
+
+
+def answer_free_length(tokenizer, token_ids: Sequence[int], text: str) -> tuple[int, str]:
+    """How many reasoning tokens come before the final answer line, and their decoded text.
+
+    The relay transfers the small model's reasoning, not its final answer line (as one would
+    relay a thinking block): that line alone hands over the small model's answer, right or
+    wrong, and any selector keeping the last unit would win without selecting anything. The cut
+    is at a token boundary, so the kept text is exactly ``decode(token_ids[:k])`` and the token
+    signals (log-probs, hidden states) of the kept tokens still line up with it.
+    """
+    match = FINAL_ANSWER_LINE_RE.search(text)
+    if match is None:
+        return len(token_ids), text
+    decoded, spans = spans_from_token_ids(tokenizer, token_ids)
+    if decoded != text:
+        raise ValueError("the reasoning text is not the decoding of its token ids; cannot cut it")
+    k = sum(1 for _, end in spans if end <= match.start())
+    while k > 0 and spans[k - 1][0] >= match.start():  # empty-span tokens after the cut
+        k -= 1
+    return k, tokenizer.decode(list(token_ids[:k]), skip_special_tokens=True)
+
+
+def view_from_generation(
+    question: str,
+    text: str,
+    token_ids: Sequence[int],
+    token_logprobs: Sequence[float],
+    tokenizer,
+    *,
+    granularity: str = "sentence",
+    hidden_states: torch.Tensor | None = None,
+    keep_answer_line: bool = False,
+) -> ReasoningView:
+    """A view of reasoning the small model just generated (the relay's and the evaluation's path).
+
+    Unless ``keep_answer_line``, the final answer line is cut first (see ``answer_free_length``),
+    exactly as ``tokenrelay reason`` cuts it from the traces the selector was trained on.
+    """
+    k = len(token_ids)
+    if not keep_answer_line:
+        k, text = answer_free_length(tokenizer, token_ids, text)
+    ids = list(token_ids[:k])
+    decoded, spans = spans_from_token_ids(tokenizer, ids)
+    return ReasoningView(
+        question=question,
+        reasoning=text,
+        units=split_units(text, granularity, tokenizer=tokenizer),
+        token_ids=ids,
+        token_logprobs=list(token_logprobs[:k]),
+        token_spans=spans if decoded == text else None,
+        hidden_states=hidden_states[:k] if hidden_states is not None else None,
     )

@@ -29,9 +29,9 @@ from .data import Example
 from .gating import Gate, answer_from_generation, answer_probability, check_gate
 from .progress import progress_bar
 from .prompts import PromptParts, PromptTemplate, answer_target, reasoning_prompt, transfer_prompt
-from .reasoning import ReasoningView, UnitScorer, spans_from_token_ids
+from .reasoning import ReasoningView, UnitScorer, view_from_generation
 from .selection import Budget, Transfer, check_budget, forced_keeps
-from .units import GRANULARITIES, split_units, unit_token_counts
+from .units import GRANULARITIES, unit_token_counts
 
 __all__ = ["STAGES", "Relay", "RelayConfig", "RelayResult", "StageStats", "check_images"]
 
@@ -61,7 +61,9 @@ class RelayConfig:
     force_numbers: bool = False
     """Always keep units that hold a number (counted against the budget)."""
     force_last: bool = False
-    """Always keep the reasoning's last unit (usually its answer; counted against the budget)."""
+    """Always keep the reasoning's last unit (counted against the budget)."""
+    keep_answer_line: bool = False
+    """Transfer the small model's final answer line too (by default only its reasoning is transferred)."""
     reason_tokens: int = 256
     """Cap on the small model's reasoning tokens."""
     answer_tokens: int = 16
@@ -273,23 +275,7 @@ class Relay:
             need = [i for i in range(n) if gate.transfer(res[i].direct_answer, res[i].direct_prob, None)]
         gens: dict[int, Generation] = {}
         if need:
-            prompts = [
-                reasoning_prompt(
-                    self.small,
-                    batch[i].question,
-                    choices=batch[i].choices,
-                    images=batch[i].images,
-                    template=self.template,
-                )
-                for i in need
-            ]
-            out = self.small.generate(
-                [p.text for p in prompts],
-                images=[p.images for p in prompts],
-                max_new_tokens=cfg.reason_tokens,
-                hidden_layer=self.hidden_layer,
-            )
-            for i, gen in zip(need, out):
+            for i, gen in zip(need, self.reason([batch[i] for i in need])):
                 gens[i] = gen
                 res[i].reasoning = gen.text
                 res[i].small_answer = extract_answer(gen.text)
@@ -300,11 +286,8 @@ class Relay:
             r = res[i]
             if i not in gens or not gate.transfer(r.direct_answer, r.direct_prob, r.small_answer):
                 continue
-            t0 = time.perf_counter()
-            transfers[i] = self._select(batch[i], gens[i])
-            r.stages["selection"] = StageStats(
-                time.perf_counter() - t0, transfers[i].total_tokens, transfers[i].kept_tokens
-            )
+            transfers[i], seconds = self.select(batch[i], gens[i])
+            r.stages["selection"] = StageStats(seconds, transfers[i].total_tokens, transfers[i].kept_tokens)
             r.path = "transfer"
             r.transfer_text = transfers[i].text
             r.transfer_tokens, r.reasoning_tokens = transfers[i].kept_tokens, transfers[i].total_tokens
@@ -337,22 +320,46 @@ class Relay:
                 res[i].gold_logprob = s.logprob
         return res
 
+    def reason(self, batch: Sequence[Example]) -> list[Generation]:
+        """Stage 2: the small model's reasoning for ``batch`` (one generate call)."""
+        prompts = [
+            reasoning_prompt(
+                self.small, ex.question, choices=ex.choices, images=ex.images, template=self.template
+            )
+            for ex in batch
+        ]
+        return self.small.generate(
+            [p.text for p in prompts],
+            images=[p.images for p in prompts],
+            max_new_tokens=self.config.reason_tokens,
+            hidden_layer=self.hidden_layer,
+        )
+
+    def view(self, ex: Example, gen: Generation) -> ReasoningView:
+        """What the selector sees of one question's reasoning (without its final answer line,
+        unless ``keep_answer_line``): units and the small model's signals."""
+        return view_from_generation(
+            ex.question,
+            gen.text,
+            gen.token_ids,
+            gen.logprobs,
+            self.small.tokenizer,
+            granularity=self.granularity,
+            hidden_states=gen.hidden_states,
+            keep_answer_line=self.config.keep_answer_line,
+        )
+
+    def select(self, ex: Example, gen: Generation) -> tuple[Transfer, float]:
+        """Stage 4 for one question: its transfer, and the seconds selection took."""
+        t0 = time.perf_counter()
+        transfer = self._select(ex, gen)
+        return transfer, time.perf_counter() - t0
+
     def _select(self, ex: Example, gen: Generation) -> Transfer:
         """Units of the small model's reasoning, scored and cut to the budget."""
-        reasoning = gen.text
-        decoded, spans = spans_from_token_ids(self.small.tokenizer, gen.token_ids)
-        units = split_units(reasoning, self.granularity, tokenizer=self.small.tokenizer)
-        view = ReasoningView(
-            question=ex.question,
-            reasoning=reasoning,
-            units=units,
-            token_ids=list(gen.token_ids),
-            token_logprobs=list(gen.logprobs),
-            token_spans=spans if decoded == reasoning else None,
-            hidden_states=gen.hidden_states,
-        )
-        counts = unit_token_counts(reasoning, units, self.large.tokenizer)
-        forced = forced_keeps(units, numbers=self.config.force_numbers, last=self.config.force_last)
+        view = self.view(ex, gen)
+        counts = unit_token_counts(view.reasoning, view.units, self.large.tokenizer)
+        forced = forced_keeps(view.units, numbers=self.config.force_numbers, last=self.config.force_last)
         return select_transfer(self.selector, view, counts, self.budget, forced if any(forced) else None)
 
     def _latency(self, r: RelayResult) -> float:

@@ -17,9 +17,17 @@ from .answers import answers_match, extract_answer
 from .data import ColumnMap, Example, load_examples
 from .progress import progress_bar
 from .prompts import PromptTemplate, reasoning_prompt
+from .reasoning import answer_free_length
 from .shards import ShardWriter, read_records
 
-__all__ = ["ReasonConfig", "load_traces", "reason_batch", "run_reason", "trace_record"]
+__all__ = [
+    "ReasonConfig",
+    "load_traces",
+    "reason_batch",
+    "run_reason",
+    "strip_answer_from_trace",
+    "trace_record",
+]
 
 
 @dataclass
@@ -52,6 +60,9 @@ class ReasonConfig:
     """Seed for sampling (each batch is seeded with seed + its first example's position)."""
     hidden_layer: int | None = None
     """Also store the small model's hidden states of the reasoning tokens at this layer."""
+    keep_answer_line: bool = False
+    """Keep the final answer line in ``reasoning`` (by default it moves to ``answer_line``: the
+    relay transfers reasoning, not the small model's answer; see selector.reasoning.answer_free_length)."""
     split: str | None = None
     """Split to read from a DatasetDict folder or hub dataset."""
     columns: ColumnMap = field(default_factory=ColumnMap)
@@ -82,8 +93,20 @@ def _image_paths(example: Example, image_dir: Path) -> list[str]:
     return paths
 
 
-def trace_record(example: Example, prompt: str, gen: Generation, model: str, images: list[str]) -> dict:
-    """The Trace contract (DESIGN.md) as a flat, Parquet-friendly dict."""
+def trace_record(
+    example: Example,
+    prompt: str,
+    gen: Generation,
+    model: str,
+    images: list[str],
+    tokenizer=None,
+) -> dict:
+    """The Trace contract (DESIGN.md) as a flat, Parquet-friendly dict.
+
+    With the small model's ``tokenizer`` the final answer line is cut from ``reasoning`` (and its
+    token signals) into ``answer_line``; ``small_answer`` always comes from the whole text and
+    ``new_tokens`` counts every generated token.
+    """
     small_answer = extract_answer(gen.text)
     record = {
         "id": example.id,
@@ -106,7 +129,28 @@ def trace_record(example: Example, prompt: str, gen: Generation, model: str, ima
     }
     if gen.hidden_states is not None:
         record["hidden_states"] = gen.hidden_states.tolist()
-    return record
+    return strip_answer_from_trace(record, tokenizer) if tokenizer is not None else record
+
+
+def strip_answer_from_trace(record: dict, tokenizer) -> dict:
+    """A trace record whose ``reasoning`` stops before its final answer line (moved to ``answer_line``).
+
+    Token ids, log-probs and hidden states are cut to the kept tokens; ``small_answer``,
+    ``small_correct`` and ``new_tokens`` (what generation cost) are unchanged. Idempotent.
+    """
+    ids = list(record["reasoning_token_ids"])
+    k, text = answer_free_length(tokenizer, ids, record["reasoning"])
+    out = dict(record)
+    if k == len(ids):
+        out.setdefault("answer_line", "")
+        return out
+    out["answer_line"] = record["reasoning"][len(text) :]
+    out["reasoning"] = text
+    out["reasoning_token_ids"] = ids[:k]
+    out["reasoning_logprobs"] = list(record["reasoning_logprobs"])[:k]
+    if record.get("hidden_states") is not None:
+        out["hidden_states"] = list(record["hidden_states"])[:k]
+    return out
 
 
 def reason_batch(
@@ -168,7 +212,14 @@ def run_reason(config: ReasonConfig, agent: Agent | None = None) -> dict:
                 hidden_layer=config.hidden_layer,
             )
             records = [
-                trace_record(ex, prompt, gen, config.model, _image_paths(ex, image_dir))
+                trace_record(
+                    ex,
+                    prompt,
+                    gen,
+                    config.model,
+                    _image_paths(ex, image_dir),
+                    tokenizer=None if config.keep_answer_line else agent.tokenizer,
+                )
                 for ex, prompt, gen in zip(batch, prompts, gens)
             ]
             writer.write(records)

@@ -9,12 +9,7 @@ import pytest
 
 from selector.agents import Agent
 from selector.cli import main
-from selector.demo import (
-    DemoConfig,
-    answer_free_length,
-    default_checkpoints,
-    strip_answer_from_trace,
-)
+from selector.demo import DemoConfig, default_checkpoints
 from selector.prompts import reasoning_prompt, transfer_prompt
 from selector.synthetic import generate_problems
 
@@ -109,30 +104,6 @@ def test_demo_reports_missing_checkpoints_clearly(tmp_path, capsys):
 def test_bad_demo_config_is_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
         DemoConfig(**kwargs)
-
-
-def test_answer_line_is_cut_at_a_token_boundary(tiny_lm_dir):
-    agent = Agent.from_pretrained(tiny_lm_dir, device="cpu")
-    tok = agent.tokenizer
-    text = "First, b = 2. So c = 2 + 3 = 5.\nAnswer: 5"
-    ids = tok(text, add_special_tokens=False)["input_ids"]
-    k, kept = answer_free_length(tok, ids, text)
-    assert kept == tok.decode(ids[:k]) and text.startswith(kept)
-    assert kept.rstrip() == "First, b = 2. So c = 2 + 3 = 5." and "Answer" not in kept
-    # Nothing to cut: everything is kept.
-    assert answer_free_length(tok, ids[:k], kept) == (k, kept)
-    record = {
-        "reasoning": text,
-        "reasoning_token_ids": ids,
-        "reasoning_logprobs": [-0.5] * len(ids),
-        "hidden_states": [[float(i)] for i in range(len(ids))],
-        "new_tokens": len(ids),
-        "small_answer": "5",
-    }
-    cut = strip_answer_from_trace(record, tok)
-    assert cut["reasoning"] == kept and cut["new_tokens"] == k
-    assert len(cut["reasoning_token_ids"]) == len(cut["reasoning_logprobs"]) == len(cut["hidden_states"]) == k
-    assert cut["small_answer"] == "5" and record["reasoning"] == text  # the input is not modified
 
 
 def test_shipped_checkpoints_default_is_the_repository_folder():

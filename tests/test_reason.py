@@ -13,7 +13,7 @@ from selector.traces import load_traces
 TRACE_FIELDS = {
     "id", "question", "answer", "images", "choices", "prompt", "reasoning", "reasoning_token_ids",
     "reasoning_logprobs", "small_answer", "small_correct", "finish_reason", "prompt_tokens", "new_tokens",
-    "prefill_s", "decode_s", "model",
+    "prefill_s", "decode_s", "model", "answer_line",
 }  # fmt: skip
 
 
@@ -40,7 +40,8 @@ def test_reason_writes_traces_and_resumes(arithmetic_jsonl, tiny_lm_dir, tmp_pat
     assert sorted(traces["id"]) == [f"q{i}" for i in range(5)]
     assert set(traces.column_names) >= TRACE_FIELDS
     row = traces[0]
-    assert len(row["reasoning_token_ids"]) == len(row["reasoning_logprobs"]) == row["new_tokens"]
+    # The final answer line (if any) moved to answer_line; new_tokens counts every generated token.
+    assert len(row["reasoning_token_ids"]) == len(row["reasoning_logprobs"]) <= row["new_tokens"]
     assert row["finish_reason"] in {"stop", "length"}
     assert row["answer"] and row["prompt"].startswith("<|im_start|>user")
     # Unchanged traces: a third run writes nothing.
@@ -68,7 +69,7 @@ def test_reason_stores_hidden_states(arithmetic_jsonl, tiny_lm_dir, tmp_path):
         == 0
     )
     row = load_traces(out)[0]
-    assert len(row["hidden_states"]) == row["new_tokens"] and len(row["hidden_states"][0]) == 32
+    assert len(row["hidden_states"]) == len(row["reasoning_token_ids"]) and len(row["hidden_states"][0]) == 32
 
 
 def test_reason_with_images(tiny_vlm_dir, tmp_path):

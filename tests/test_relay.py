@@ -7,7 +7,7 @@ import math
 import pytest
 from PIL import Image
 
-from selector.agents import Agent
+from selector.agents import Agent, Generation
 from selector.answers import answers_match
 from selector.data import Example
 from selector.gating import Gate, answer_from_generation, answer_probability
@@ -85,6 +85,17 @@ def test_gate_agreement_transfers_exactly_on_disagreement(small, large):
             or not answers_match(r.small_answer, r.direct_answer)
         )
         assert r.path == ("transfer" if disagree else "direct")
+
+
+def test_the_small_models_answer_line_is_not_transferred(small, large):
+    text = "2 + 3 = 5, so the sum is 5.\nAnswer: 5"
+    ids = small.tokenizer(text, add_special_tokens=False)["input_ids"]
+    gen = Generation(text, ids, [-0.5] * len(ids), "stop", 9, len(ids), 0.1, 0.1)
+    ex = Example("q", "What is 2 + 3?", "5")
+    transfer = _relay(small, large, "full").select(ex, gen)[0]
+    assert transfer.text.strip() == "2 + 3 = 5, so the sum is 5." and "Answer" not in transfer.text
+    kept = _relay(small, large, "full", keep_answer_line=True).select(ex, gen)[0]
+    assert kept.text.strip() == text
 
 
 def test_gate_decisions():

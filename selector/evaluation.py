@@ -1,0 +1,1022 @@
+"""The evaluation harness behind `tokenrelay eval`: a grid of conditions over a dataset, cached.
+
+Conditions: the large model's direct answer; the large model's own step-by-step answer; the small
+model's own answer from its reasoning; and the relay for each selector x budget x gate (``none``
+and ``full`` take no budget, so they run once per gate). Relay conditions run through
+``selector.relay.Relay`` itself (gating, selection, transfer prompt, latency accounting and
+scoring are the relay's code, not a copy); only the models and the selection stage are wrapped
+by a persistent cache:
+
+- ``CachedAgent`` wraps an ``Agent``: ``generate`` and ``score`` answer from ``out/cache`` what
+  they have seen (key = hash of model fingerprint, kind of call, prompt text, images and
+  parameters) and call the model, as one batch, only for the rest. Each entry keeps the wall
+  times measured when it was computed, so the latency of a condition served from the cache is
+  the latency that was measured (stage times of batched generation are the batch's wall time,
+  as in the relay: use ``batch_size: 1`` for exact per-question latency).
+- The selection stage (a selector's transfer of one reasoning at one budget, with its measured
+  seconds) is cached the same way, so a re-run reports the same selection time.
+
+The cache is a JSONL file written append-only, one flushed and fsynced write per batch (hidden
+states go to side files, written atomically first), so an interrupted run loses at most the batch
+in flight and a re-run or a grown grid recomputes nothing it has. Model fingerprints hold the
+folder's weight files (size, mtime), the dtype and the device type: a GPU run never reuses CPU
+timings.
+
+Gold-answer log-probs: f(none) is the large model's log p(gold) after the direct prompt, f(all)
+after the relay's full transfer (the ``full`` selector's), f(kept) after the condition's final prompt. "Gain recovered" is the mean
+of (f(kept) - f(none)) / (f(all) - f(none)) over the problems where f(all) - f(none) >= 1 nat.
+The ``oracle`` baseline scores each unit by its measured gain alone, f({unit}) - f(none) (one
+extra large-model scoring per unit, cached; not counted in latency): an upper reference.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import os
+import statistics
+import time
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .agents import Agent, Generation, ScoreResult
+from .answers import answers_match, extract_answer
+from .baselines import BASELINES, check_selector_name, load_selector
+from .data import ColumnMap, Example, load_examples
+from .gating import GATES, check_gate
+from .progress import progress_bar
+from .prompts import answer_target
+from .reasoning import ReasoningView, UnitScorer
+from .relay import STAGES, Relay, RelayConfig, RelayResult, StageStats, check_images
+from .selection import Transfer, check_budget
+from .units import GRANULARITIES
+
+__all__ = [
+    "CONDITIONS",
+    "CachedAgent",
+    "Condition",
+    "EvalConfig",
+    "OutputCache",
+    "build_grid",
+    "condition_metrics",
+    "markdown_table",
+    "pareto_front",
+    "run_eval",
+    "write_outputs",
+]
+
+CONDITIONS = ("large_direct", "large_reasoning", "small_reasoning", "relay")
+RELAY_GATES = ("always", "confidence", "agreement")
+FIXED_SELECTORS = ("none", "full")
+"""Baselines that mean one fixed transfer whatever the budget: run once per gate."""
+CACHE_FILE = "outputs.jsonl"
+
+
+# --------------------------------------------------------------------------- config
+
+
+@dataclass
+class EvalConfig:
+    """`tokenrelay eval`: every condition of a grid over a dataset, with a cache of model outputs."""
+
+    data: str | None = None
+    """Questions with gold answers: a JSONL / CSV / Parquet file, a save_to_disk folder or a hub id."""
+    columns: ColumnMap = field(default_factory=ColumnMap)
+    """Column names in the data."""
+    split: str | None = None
+    """Split to read from a DatasetDict folder or hub dataset."""
+    limit: int | None = None
+    """Use only the first N examples."""
+    small: str | None = None
+    """The small (reasoning) model: a local folder or hub id (needed for small_reasoning and relay)."""
+    large: str | None = None
+    """The large (answering) model: a local folder or hub id."""
+    out: str = "runs/eval"
+    """Output folder: results.md/.csv/.json, records.jsonl, plots, and cache/ (model outputs, reused)."""
+    selectors: list[str] = field(
+        default_factory=lambda: ["none", "full", "random", "first", "last", "selfinfo"]
+    )
+    """Relay selectors: trained checkpoint folders and/or none, full, random, first, last, selfinfo, oracle."""
+    budgets: list[float] = field(default_factory=lambda: [0.1, 0.25, 0.5])
+    """Budgets for every selector but none/full (ratios of the reasoning's large-model tokens by default)."""
+    budget_kind: str = "ratio"
+    """What the budgets count: ratio, tokens, topk, or threshold."""
+    gates: list[str] = field(default_factory=lambda: ["always"])
+    """Relay gates: always, confidence, agreement ('never' is the large_direct condition)."""
+    tau: float = 0.5
+    """The confidence gate's threshold on the large model's direct-answer probability."""
+    conditions: list[str] = field(default_factory=lambda: list(CONDITIONS))
+    """Conditions to run: large_direct, large_reasoning (its own step-by-step answer),
+    small_reasoning (the small model's own answer), relay (the selector x budget x gate grid)."""
+    granularity: str = "sentence"
+    """Units for baseline selectors: token, word, or sentence (a trained selector uses its own)."""
+    force_numbers: bool = False
+    """Always keep units that hold a number (counted against the budget)."""
+    force_last: bool = False
+    """Always keep the reasoning's last unit (counted against the budget)."""
+    selfinfo_reduce: str = "sum"
+    """selfinfo selector: sum (Selective Context) or mean of token self-information per unit."""
+    parallel: bool = False
+    """Latency as if the small model ran alongside the large direct answer (see selector.relay)."""
+    reason_tokens: int = 256
+    """Cap on the small model's reasoning tokens."""
+    answer_tokens: int = 16
+    """Cap on the large model's answer tokens (its answer is the first line)."""
+    large_reason_tokens: int = 512
+    """Cap on the large model's own reasoning tokens (large_reasoning condition)."""
+    batch_size: int = 8
+    """Questions per batch (stage times are the batch's wall time: 1 gives exact per-question latency)."""
+    gain_min_nats: float = 1.0
+    """Gain recovered is averaged over problems where f(all) - f(none) is at least this many nats."""
+    dtype: str = "float32"
+    """Model dtype: float32, bfloat16, float16 or auto."""
+    device: str = "auto"
+    """cpu, cuda, cuda:N or auto."""
+    seed: int = 0
+    """Seed of the random selector."""
+    plot: bool = True
+    """Write the PNG plots (accuracy vs transferred tokens, accuracy vs latency with the Pareto front)."""
+
+    def __post_init__(self) -> None:
+        if not self.data or not str(self.data).strip():
+            raise ValueError("--data is required: questions with gold answers")
+        if not self.large or not str(self.large).strip():
+            raise ValueError("--large is required (the answering model)")
+        if not str(self.out).strip():
+            raise ValueError("--out is empty")
+        self.conditions = _unique(self.conditions, "conditions")
+        self.gates = _unique(self.gates, "gates")
+        unknown = [c for c in self.conditions if c not in CONDITIONS]
+        if unknown:
+            raise ValueError(f"unknown condition(s) {unknown}; expected some of {CONDITIONS}")
+        bad_gates = [g for g in self.gates if g not in GATES]
+        if bad_gates:
+            raise ValueError(f"unknown gate(s) {bad_gates}; expected some of {RELAY_GATES} (or never)")
+        if "never" in self.gates:  # 'never' is the large model answering directly
+            self.gates = [g for g in self.gates if g != "never"]
+            if "large_direct" not in self.conditions:
+                self.conditions = ["large_direct", *self.conditions]
+        check_gate("confidence", self.tau)
+        if not self.conditions:
+            raise ValueError("no conditions to run")
+        if "relay" in self.conditions:
+            if not self.gates:
+                raise ValueError(f"the relay condition needs at least one gate of {RELAY_GATES}")
+            self.selectors = _unique([str(s) for s in self.selectors], "selectors")
+            if not self.selectors:
+                raise ValueError("the relay condition needs at least one selector")
+            for name in self.selectors:
+                check_selector_name(name)
+            if any(s not in FIXED_SELECTORS for s in self.selectors) and not self.budgets:
+                raise ValueError("give at least one budget for the selectors other than none/full")
+        for b in self.budgets:
+            check_budget(self.budget_kind, b)
+        self.budgets = sorted(set(self.budgets))
+        if self.granularity not in GRANULARITIES:
+            raise ValueError(f"unknown granularity {self.granularity!r}; expected one of {GRANULARITIES}")
+        if self.selfinfo_reduce not in ("sum", "mean"):
+            raise ValueError(f"selfinfo_reduce must be 'sum' or 'mean', got {self.selfinfo_reduce!r}")
+        for name in ("reason_tokens", "answer_tokens", "large_reason_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be >= 1, got {self.limit}")
+        if not math.isfinite(self.gain_min_nats) or self.gain_min_nats <= 0:
+            raise ValueError(f"gain_min_nats must be > 0, got {self.gain_min_nats}")
+        if self.needs_small and (not self.small or not str(self.small).strip()):
+            raise ValueError("--small is required for the small_reasoning and relay conditions")
+
+    @property
+    def needs_small(self) -> bool:
+        return "small_reasoning" in self.conditions or "relay" in self.conditions
+
+    def relay_config(self, selector: str, gate: str, budget: float | None) -> RelayConfig:
+        """The relay's config for one grid cell (gold answers always scored)."""
+        return RelayConfig(
+            selector=selector,
+            budget=1.0 if budget is None else budget,
+            budget_kind="ratio" if budget is None else self.budget_kind,
+            gate=gate,
+            tau=self.tau,
+            granularity=self.granularity,
+            force_numbers=self.force_numbers,
+            force_last=self.force_last,
+            reason_tokens=self.reason_tokens,
+            answer_tokens=self.answer_tokens,
+            batch_size=self.batch_size,
+            parallel=self.parallel,
+            dtype=self.dtype,
+            device=self.device,
+            seed=self.seed,
+            selfinfo_reduce=self.selfinfo_reduce,
+            score_gold=True,
+        )
+
+
+def _unique(values: Sequence, what: str) -> list:
+    values = list(values or [])
+    dupes = sorted({str(v) for v in values if values.count(v) > 1})
+    if dupes:
+        raise ValueError(f"{what} lists {dupes} more than once")
+    return values
+
+
+# --------------------------------------------------------------------------- the grid
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One row of the results: what answered, and for the relay with which selector, budget, gate."""
+
+    kind: str
+    """large_direct, large_reasoning, small_reasoning, or relay."""
+    selector: str | None = None
+    """The selector as configured (baseline name or checkpoint folder)."""
+    label: str | None = None
+    """Short selector name for tables (a checkpoint's folder name)."""
+    budget: float | None = None
+    gate: str | None = None
+    budget_kind: str = "ratio"
+
+    @property
+    def id(self) -> str:
+        if self.kind != "relay":
+            return self.kind
+        budget = "" if self.budget is None else f"@{self.budget:g}"
+        return f"relay:{self.label}{budget}:{self.gate}"
+
+    @property
+    def title(self) -> str:
+        if self.kind != "relay":
+            return self.kind.replace("_", " ")
+        if self.budget is None:
+            return f"relay {self.label} ({self.gate})"
+        budget = (
+            f"{self.budget:.0%}" if self.budget_kind == "ratio" else f"{self.budget_kind} {self.budget:g}"
+        )
+        return f"relay {self.label} @ {budget} ({self.gate})"
+
+
+def selector_labels(selectors: Sequence[str]) -> dict[str, str]:
+    """Short unique names: baselines by name, checkpoints by folder name (the path when they clash)."""
+    labels = {}
+    for s in selectors:
+        labels[s] = s if s in BASELINES else Path(s).name or s
+    counts = Counter(labels.values())
+    return {
+        s: (s if counts[lab] > 1 or (lab in BASELINES and s not in BASELINES) else lab)
+        for s, lab in labels.items()
+    }
+
+
+def build_grid(config: EvalConfig) -> list[Condition]:
+    """The conditions in table order: baselines of the models, then the relay grid."""
+    grid = [
+        Condition(kind)
+        for kind in ("large_direct", "large_reasoning", "small_reasoning")
+        if kind in config.conditions
+    ]
+    if "relay" in config.conditions:
+        labels = selector_labels(config.selectors)
+        for gate in config.gates:
+            for s in config.selectors:
+                budgets = [None] if s in FIXED_SELECTORS else config.budgets
+                grid += [Condition("relay", s, labels[s], b, gate, config.budget_kind) for b in budgets]
+    return grid
+
+
+# --------------------------------------------------------------------------- the cache
+
+
+def _digest(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:40]
+
+
+def _files_fingerprint(folder: Path, patterns: Sequence[str], content: bool = False) -> str:
+    h = hashlib.sha256()
+    for pattern in patterns:
+        for path in sorted(folder.glob(pattern)):
+            if path.is_file():
+                stat = path.stat()
+                h.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+                if content:
+                    h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def model_fingerprint(agent: Agent) -> str:
+    """Model name, weight files (size, mtime), dtype and device type: what a cached output depends on."""
+    name = str(agent.name)
+    local = Path(name).expanduser()
+    weights = ""
+    if local.is_dir():
+        name = str(local.resolve())
+        weights = _files_fingerprint(local, ("*.safetensors", "*.bin", "config.json"))
+    dtype = getattr(getattr(agent, "config", None), "dtype", "")
+    return f"{name}|{weights}|{dtype}|{agent.device.type}"
+
+
+def _image_keys(images: Sequence) -> list[str]:
+    keys = []
+    for im in images or []:
+        if isinstance(im, (str, os.PathLike)):
+            keys.append(str(Path(im).expanduser().resolve()))
+        else:  # a PIL image: its pixels
+            keys.append(f"{im.mode}{im.size}:" + hashlib.sha256(im.tobytes()).hexdigest()[:16])
+    return keys
+
+
+class OutputCache:
+    """Model outputs by key: an append-only JSONL file, the last line of a key winning on load.
+
+    ``put`` writes its entries as one flushed and fsynced write; a line cut short by a kill is
+    dropped when the file is next opened. Hidden-state tensors live in ``hidden/`` side files,
+    each written atomically before the line that names it.
+    """
+
+    def __init__(self, folder: str | os.PathLike):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.path = self.folder / CACHE_FILE
+        self.entries: dict[str, dict] = {}
+        self.hits: Counter = Counter()
+        self.misses: Counter = Counter()
+        self.lines = 0
+        self._load()
+
+    @staticmethod
+    def key(*parts) -> str:
+        """A stable hash of JSON-able parts."""
+        return _digest(*parts)
+
+    def _load(self) -> None:
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):  # a write cut short: drop its partial line
+            cut = data.rfind(b"\n") + 1
+            with self.path.open("r+b") as f:
+                f.truncate(cut)
+            data = data[:cut]
+        bad = 0
+        for line in data.decode().splitlines():
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                bad += 1
+                continue
+            self.entries[entry["key"]] = entry
+            self.lines += 1
+        if bad:
+            warnings.warn(f"{bad} unreadable line(s) in {self.path} were skipped", stacklevel=2)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def get(self, key: str, kind: str | None = None) -> dict | None:
+        entry = self.entries.get(key)
+        if kind is not None:
+            (self.hits if entry is not None else self.misses)[kind] += 1
+        return entry
+
+    def put(self, entries: Sequence[dict]) -> None:
+        """Append entries (each with 'key', 'kind', 'value') in one durable write."""
+        if not entries:
+            return
+        text = "".join(json.dumps(e) + "\n" for e in entries)
+        with self.path.open("a") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        for e in entries:
+            self.entries[e["key"]] = e
+        self.lines += len(entries)
+
+    def save_tensor(self, key: str, tensor) -> str:
+        """Write ``tensor`` under hidden/ (atomically); returns its file name."""
+        from safetensors.torch import save_file
+
+        folder = self.folder / "hidden"
+        folder.mkdir(exist_ok=True)
+        name = f"{key}.safetensors"
+        tmp = folder / f".{name}.tmp"
+        save_file({"t": tensor.contiguous().float().cpu()}, str(tmp))
+        os.replace(tmp, folder / name)
+        return name
+
+    def load_tensor(self, name: str):
+        from safetensors.torch import load_file
+
+        path = self.folder / "hidden" / name
+        if not path.exists():
+            raise FileNotFoundError(f"cached hidden states {path} are missing: delete {self.path} to rebuild")
+        return load_file(str(path))["t"]
+
+    def stats(self) -> dict:
+        return {
+            "entries": len(self.entries),
+            "hits": dict(self.hits),
+            "misses": dict(self.misses),
+        }
+
+
+class CachedAgent:
+    """An ``Agent`` whose ``generate`` and ``score`` answer from an ``OutputCache`` when they can.
+
+    Everything else (tokenizer, format_chat, name, model, ...) is the wrapped agent's. Only the
+    prompts not in the cache reach the model, in one call. ``hidden_layer`` is the layer whose
+    states a generation miss also records (so a later trained selector finds them), when the
+    call itself asks for none.
+    """
+
+    def __init__(self, agent: Agent, cache: OutputCache, hidden_layer: int | None = None):
+        self.agent = agent
+        self.cache = cache
+        self.hidden_layer = hidden_layer
+        self.model_key = model_fingerprint(agent)
+
+    def __getattr__(self, name):
+        return getattr(self.agent, name)
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        *,
+        images: Sequence[Sequence] | None = None,
+        max_new_tokens: int = 256,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        hidden_layer: int | None = None,
+    ) -> list[Generation]:
+        prompts = list(prompts)
+        images = [list(im) for im in images] if images is not None else [[] for _ in prompts]
+        params = {"max_new_tokens": max_new_tokens, "do_sample": do_sample}
+        if do_sample:
+            params.update(temperature=temperature, top_p=top_p, seed=seed)
+        keys = [
+            self.cache.key(self.model_key, "generate", p, _image_keys(im), params)
+            for p, im in zip(prompts, images)
+        ]
+        missing = []
+        for i, key in enumerate(keys):
+            entry = self.cache.get(key)
+            if entry is None or (
+                hidden_layer is not None and str(hidden_layer) not in entry["value"]["hidden"]
+            ):
+                missing.append(i)
+        self.cache.hits["generate"] += len(keys) - len(missing)
+        self.cache.misses["generate"] += len(missing)
+        if missing:
+            layer = hidden_layer if hidden_layer is not None else self.hidden_layer
+            gens = self.agent.generate(
+                [prompts[i] for i in missing],
+                images=[images[i] for i in missing],
+                max_new_tokens=max_new_tokens,
+                do_sample=do_sample,
+                temperature=temperature,
+                top_p=top_p,
+                seed=seed,
+                hidden_layer=layer,
+            )
+            entries = []
+            for i, gen in zip(missing, gens):
+                old = self.cache.get(keys[i])
+                # A regeneration for missing hidden states keeps the first measured times.
+                value = dict(old["value"]) if old is not None else _generation_value(gen)
+                hidden = dict(value.get("hidden", {}))
+                if gen.hidden_states is not None:
+                    hidden[str(layer)] = self.cache.save_tensor(f"{keys[i]}-L{layer}", gen.hidden_states)
+                value["hidden"] = hidden
+                entries.append(
+                    {"key": keys[i], "kind": "generate", "model": self.agent.name, "params": params,
+                     "prompt": prompts[i], "value": value}
+                )  # fmt: skip
+            self.cache.put(entries)
+        return [self._generation(self.cache.get(k)["value"], hidden_layer) for k in keys]
+
+    def _generation(self, value: dict, hidden_layer: int | None) -> Generation:
+        hidden = None
+        if hidden_layer is not None:
+            hidden = self.cache.load_tensor(value["hidden"][str(hidden_layer)])
+        fields = {k: v for k, v in value.items() if k != "hidden"}
+        return Generation(**fields, hidden_states=hidden)
+
+    def score(
+        self,
+        prompts: Sequence[str | tuple[str, str]],
+        targets: Sequence[str] | str,
+        *,
+        images: Sequence[Sequence] | None = None,
+        batch_size: int = 8,
+        reuse_prefix: bool = True,
+    ) -> list[ScoreResult]:
+        prompts = [(p, "") if isinstance(p, str) else tuple(p) for p in prompts]
+        targets = [targets] * len(prompts) if isinstance(targets, str) else list(targets)
+        images = [list(im) for im in images] if images is not None else [[] for _ in prompts]
+        keys = [
+            self.cache.key(self.model_key, "score", list(p), t, _image_keys(im))
+            for p, t, im in zip(prompts, targets, images)
+        ]
+        missing = [i for i, k in enumerate(keys) if self.cache.get(k, "score") is None]
+        if missing:
+            t0 = time.perf_counter()
+            scores = self.agent.score(
+                [prompts[i] for i in missing],
+                [targets[i] for i in missing],
+                images=[images[i] for i in missing],
+                batch_size=batch_size,
+                reuse_prefix=reuse_prefix,
+            )
+            seconds = (time.perf_counter() - t0) / len(missing)
+            self.cache.put(
+                [
+                    {"key": keys[i], "kind": "score", "model": self.agent.name, "prompt": "".join(prompts[i]),
+                     "target": targets[i], "value": {"logprob": s.logprob, "token_logprobs": s.token_logprobs,
+                                                     "seconds": seconds}}
+                    for i, s in zip(missing, scores)
+                ]
+            )  # fmt: skip
+        out = []
+        for k in keys:
+            v = self.cache.get(k)["value"]
+            out.append(ScoreResult(logprob=v["logprob"], token_logprobs=list(v["token_logprobs"])))
+        return out
+
+
+def _generation_value(gen: Generation) -> dict:
+    return {
+        "text": gen.text,
+        "token_ids": list(gen.token_ids),
+        "logprobs": list(gen.logprobs),
+        "finish_reason": gen.finish_reason,
+        "prompt_tokens": gen.prompt_tokens,
+        "new_tokens": gen.new_tokens,
+        "prefill_s": gen.prefill_s,
+        "decode_s": gen.decode_s,
+    }
+
+
+def selector_fingerprint(name_or_path: str, config: EvalConfig) -> str:
+    """A baseline with its options, or a checkpoint folder by its files' contents."""
+    if name_or_path in BASELINES:
+        return f"{name_or_path}|{json.dumps(config.relay_config(name_or_path, 'always', None).selector_kwargs())}"
+    folder = Path(name_or_path).expanduser().resolve()
+    return f"{folder}|{_files_fingerprint(folder, ('*.json', '*.safetensors'), content=True)}"
+
+
+_NOT_SELECTION = ("small", "large", "selector", "budget", "budget_kind", "gate", "tau", "answer_tokens",
+                  "batch_size", "parallel", "dtype", "device", "score_gold", "granularity")  # fmt: skip
+"""RelayConfig fields that never change a selection (or are keyed separately)."""
+
+
+class _EvalRelay(Relay):
+    """The relay, with its selection stage cached (transfer + measured seconds) and oracle labels."""
+
+    def __init__(self, small, large, selector, config: RelayConfig, cache: OutputCache, selector_key: str):
+        super().__init__(small, large, selector, config)
+        self.cache, self.selector_key = cache, selector_key
+        self._labels: list[float] | None = None
+
+    def _select_key(self, ex: Example, gen: Generation) -> str:
+        # Every relay option that can change a transfer (budget, units, forced keeps, answer line, ...).
+        options = {k: v for k, v in asdict(self.config).items() if k not in _NOT_SELECTION}
+        return self.cache.key(
+            self.selector_key, "select", str(self.budget), self.granularity, options,
+            self.small.model_key, self.large.model_key, ex.question, ex.choices, _image_keys(ex.images),
+            ex.answer if self.selector.name == "oracle" else None, gen.text,
+        )  # fmt: skip
+
+    def select(self, ex: Example, gen: Generation) -> tuple[Transfer, float]:
+        key = self._select_key(ex, gen)
+        entry = self.cache.get(key, "select")
+        if entry is None:
+            self._labels = self._oracle_labels(ex, gen) if self.selector.name == "oracle" else None
+            try:
+                transfer, seconds = super().select(ex, gen)
+            finally:
+                self._labels = None
+            entry = {"key": key, "kind": "select", "selector": self.selector_key,
+                     "value": {**asdict(transfer), "seconds": seconds}}  # fmt: skip
+            self.cache.put([entry])
+        value = dict(entry["value"])
+        seconds = value.pop("seconds")
+        return Transfer(**value), seconds
+
+    def view(self, ex: Example, gen: Generation) -> ReasoningView:
+        view = super().view(ex, gen)
+        if self._labels is not None:
+            view.labels = self._labels
+        return view
+
+    def _oracle_labels(self, ex: Example, gen: Generation) -> list[float]:
+        """Each unit's gain alone: f({unit}) - f(none), scored by the large model (cached)."""
+        if not ex.answer:
+            raise ValueError(f"the oracle selector needs a gold answer; example {ex.id!r} has none")
+        units = super().view(ex, gen).units
+        parts = [self._prompt(ex, None)] + [self._prompt(ex, u.text) for u in units]
+        scores = self.large.score(
+            [p.as_pair() for p in parts],
+            answer_target(ex.answer),
+            images=[p.images for p in parts],
+            batch_size=self.config.batch_size,
+        )
+        return [s.logprob - scores[0].logprob for s in scores[1:]]
+
+
+# --------------------------------------------------------------------------- running
+
+
+def _load_agents(config: EvalConfig) -> tuple[Agent | None, Agent]:
+    load = {"dtype": config.dtype, "device": config.device}
+    large = Agent.from_pretrained(config.large, **load)
+    small = Agent.from_pretrained(config.small, **load) if config.needs_small else None
+    return small, large
+
+
+def _reasoning_result(ex: Example, gen: Generation, path: str, own_stages: dict) -> RelayResult:
+    answer = extract_answer(gen.text)
+    r = RelayResult(id=ex.id, answer=answer, path=path, output=gen.text, gold=ex.answer or None)
+    r.stages = own_stages
+    r.latency_s = sum(s.seconds for s in own_stages.values())
+    r.correct = answers_match(answer, ex.answer) if ex.answer else None
+    return r
+
+
+def run_eval(
+    config: EvalConfig, agents: tuple[Agent | None, Agent] | None = None, progress: bool = True
+) -> dict:
+    """Run (or complete from the cache) every condition of the grid; write and return the results.
+
+    ``agents`` = (small, large) already loaded (else loaded from the config).
+    """
+    started = time.perf_counter()
+    examples = load_examples(config.data, config.columns, split=config.split, limit=config.limit)
+    if not examples:
+        raise ValueError(f"no examples in {config.data!r}")
+    check_images(examples)
+    grid = build_grid(config)
+    selectors: dict[str, UnitScorer] = {}
+    if "relay" in config.conditions:
+        for s in config.selectors:
+            kwargs = config.relay_config(s, "always", None).selector_kwargs(s) if s in BASELINES else {}
+            selectors[s] = load_selector(s, **kwargs)
+    small_agent, large_agent = agents if agents is not None else _load_agents(config)
+    if config.needs_small and small_agent is None:
+        raise ValueError("the small_reasoning and relay conditions need a small model")
+    out = Path(config.out)
+    cache = OutputCache(out / "cache")
+    large = CachedAgent(large_agent, cache)
+    small = CachedAgent(small_agent, cache) if small_agent is not None else None
+
+    # Build every relay first: a selector that does not fit the small model fails before any work.
+    relays: dict[str, Relay] = {}
+    for cond in grid:
+        if cond.kind == "relay":
+            key = selector_fingerprint(cond.selector, config)
+            try:
+                relays[cond.id] = _EvalRelay(
+                    small, large, selectors[cond.selector], config.relay_config(cond.selector, cond.gate, cond.budget),
+                    cache, key,
+                )  # fmt: skip
+            except ValueError as err:
+                raise ValueError(f"selector {cond.selector!r}: {err}") from err
+    if small is not None:
+        layers = [r.hidden_layer for r in relays.values() if r.hidden_layer is not None]
+        small.hidden_layer = layers[0] if layers else None
+    base = config.relay_config("full", "always", None)
+    direct_relay = Relay(None, large, "none", RelayConfig(**{**asdict(base), "gate": "never"}))
+    reasoner = (
+        _EvalRelay(small, large, "full", base, cache, selector_fingerprint("full", config))
+        if small is not None
+        else None
+    )
+    if small is not None:
+        reasoner.hidden_layer = small.hidden_layer
+
+    n, size = len(examples), config.batch_size
+    batches = [examples[i : i + size] for i in range(0, n, size)]
+    results: dict[str, list[RelayResult]] = {}
+    f_none: list[float] = []
+    f_all: list[float | None] = [None] * n
+    with progress_bar(disable=not progress) as bar:
+        # The stages every condition shares: the large direct answer and f(none); the small
+        # reasoning and f(all). Served from the cache when present.
+        task = bar.add_task("large direct + small reasoning", total=n)
+        direct: list[RelayResult] = []
+        small_results: list[RelayResult] = []
+        for batch in batches:
+            direct.extend(direct_relay.run(batch, progress=False))
+            if reasoner is not None:
+                gens = reasoner.reason(batch)
+                for ex, gen in zip(batch, gens):
+                    stats = StageStats(gen.prefill_s + gen.decode_s, gen.prompt_tokens, gen.new_tokens)
+                    r = _reasoning_result(ex, gen, "small", {"small_reasoning": stats})
+                    r.reasoning, r.small_answer = gen.text, r.answer
+                    small_results.append(r)
+                # f(all): the relay's own full transfer (whatever the relay sends of the reasoning).
+                full_parts = [
+                    reasoner._prompt(ex, reasoner.select(ex, gen)[0].text) for ex, gen in zip(batch, gens)
+                ]
+                scores = large.score(
+                    [p.as_pair() for p in full_parts],
+                    [answer_target(ex.answer) for ex in batch],
+                    images=[p.images for p in full_parts],
+                    batch_size=size,
+                )
+                start = len(small_results) - len(batch)
+                for k, s in enumerate(scores):
+                    f_all[start + k] = s.logprob
+            bar.advance(task, len(batch))
+        f_none = [r.gold_logprob for r in direct]
+        if "large_direct" in config.conditions:
+            results["large_direct"] = direct
+        if "small_reasoning" in config.conditions:
+            results["small_reasoning"] = small_results
+        if "large_reasoning" in config.conditions:
+            task = bar.add_task("large own reasoning", total=n)
+            own = Relay(
+                large,
+                large,
+                "full",
+                RelayConfig(**{**asdict(base), "reason_tokens": config.large_reason_tokens}),
+            )
+            rows = []
+            for batch in batches:
+                for ex, gen in zip(batch, own.reason(batch)):
+                    stages = {
+                        "large_prefill": StageStats(gen.prefill_s, gen.prompt_tokens, 1),
+                        "large_decode": StageStats(gen.decode_s, 0, max(0, gen.new_tokens - 1)),
+                    }
+                    rows.append(_reasoning_result(ex, gen, "large_reasoning", stages))
+                bar.advance(task, len(batch))
+            results["large_reasoning"] = rows
+        relay_conds = [c for c in grid if c.kind == "relay"]
+        task = bar.add_task("relay grid", total=len(relay_conds) * n)
+        for cond in relay_conds:
+            bar.update(task, description=f"relay grid: {cond.title}")
+            rows = []
+            for batch in batches:
+                rows.extend(relays[cond.id].run(batch, progress=False))
+                bar.advance(task, len(batch))
+            results[cond.id] = rows
+
+    table = []
+    for cond in grid:
+        row = {"condition": cond.id, "title": cond.title, "kind": cond.kind, "selector": cond.label,
+               "budget": cond.budget, "gate": cond.gate}  # fmt: skip
+        row.update(
+            condition_metrics(results[cond.id], f_none, f_all, config.gain_min_nats, cond.kind == "relay")
+        )
+        table.append(row)
+    result = {
+        "questions": n,
+        "data": str(config.data),
+        "small": config.small,
+        "large": config.large,
+        "budget_kind": config.budget_kind,
+        "gain_min_nats": config.gain_min_nats,
+        "full_helps": sum(
+            1 for a, b in zip(f_all, f_none) if a is not None and a - b >= config.gain_min_nats
+        ),
+        "mean_f_none": statistics.fmean(f_none),
+        "mean_f_all": statistics.fmean(f_all) if all(v is not None for v in f_all) else None,
+        "cache": cache.stats(),
+        "seconds": time.perf_counter() - started,
+        "config": _jsonable(asdict(config)),
+        "rows": table,
+    }
+    records = [
+        {"condition": cond.id, **r.to_record(), "f_none": f_none[i], "f_all": f_all[i]}
+        for cond in grid
+        for i, r in enumerate(results[cond.id])
+    ]
+    result["outputs"] = {k: str(v) for k, v in write_outputs(result, records, out, plot=config.plot).items()}
+    return result
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value, default=str))
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.fmean(values) if values else None
+
+
+def condition_metrics(
+    results: Sequence[RelayResult],
+    f_none: Sequence[float],
+    f_all: Sequence[float | None],
+    gain_min_nats: float = 1.0,
+    relay: bool = True,
+) -> dict:
+    """Accuracy, leakage, gold log-prob, gain recovered, latency per stage, transfer size and rate."""
+    n = len(results)
+    leaked = [r.leaked for r in results]
+    clean = [r.correct for r in results if r.leaked is False]
+    gains = []
+    for r, none, full in zip(results, f_none, f_all):
+        if r.gold_logprob is None or full is None or full - none < gain_min_nats:
+            continue
+        gains.append((r.gold_logprob - none) / (full - none))
+    transferred = [r for r in results if r.path == "transfer"]
+    row = {
+        "n": n,
+        "accuracy": _mean([float(r.correct) if r.correct is not None else None for r in results]),
+        "leakage": _mean([float(x) if x is not None else None for x in leaked]) if any(x is not None for x in leaked) else None,
+        "accuracy_no_leak": _mean([float(c) for c in clean if c is not None]) if clean else None,
+        "no_leak_n": len(clean),
+        "gold_logprob": _mean([r.gold_logprob for r in results]),
+        "gain_recovered": _mean(gains) if gains else None,
+        "gain_n": len(gains) if any(r.gold_logprob is not None for r in results) else None,
+        "transfer_rate": len(transferred) / n if relay else None,
+        "transferred_tokens": statistics.fmean(r.transfer_tokens for r in results),
+        "transfer_ratio": _mean([r.transfer_tokens / r.reasoning_tokens for r in transferred if r.reasoning_tokens]),
+        "latency": {s: statistics.fmean(r.stages[s].seconds if s in r.stages else 0.0 for r in results) for s in STAGES},
+        "end_to_end": statistics.fmean(r.latency_s for r in results),
+    }  # fmt: skip
+    return row
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats: lower-or-equal x and higher-or-equal y, one strictly."""
+    front = []
+    for i, (x, y) in enumerate(points):
+        dominated = any(
+            (x2 <= x and y2 >= y) and (x2 < x or y2 > y) for j, (x2, y2) in enumerate(points) if j != i
+        )
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: points[i][0])
+
+
+# --------------------------------------------------------------------------- outputs
+
+COLUMNS = (
+    ("title", "condition", None),
+    ("accuracy", "accuracy", "pct"),
+    ("leakage", "leakage", "pct"),
+    ("accuracy_no_leak", "acc. (no leak)", "pct"),
+    ("gold_logprob", "gold log-prob", "f2"),
+    ("gain_recovered", "gain recovered", "f2"),
+    ("gain_n", "gain n", "int"),
+    ("transfer_rate", "transfer rate", "pct"),
+    ("transferred_tokens", "transferred tokens", "f1"),
+    ("transfer_ratio", "share of reasoning", "pct"),
+)
+
+
+def _fmt(value, how) -> str:
+    if value is None:
+        return ""
+    if how == "pct":
+        return f"{value:.1%}"
+    if how == "f2":
+        return f"{value:.2f}"
+    if how == "f1":
+        return f"{value:.1f}"
+    if how == "s":
+        return f"{value:.3f}"
+    return str(value)
+
+
+def markdown_table(result: dict) -> str:
+    """The results as one Markdown table (seconds per question for the stages and end to end)."""
+    heads = [h for _, h, _ in COLUMNS] + [f"{s} s" for s in STAGES] + ["end-to-end s"]
+    lines = ["| " + " | ".join(heads) + " |", "|" + " --- |" * len(heads)]
+    for row in result["rows"]:
+        cells = [_fmt(row[k], how) for k, _, how in COLUMNS]
+        cells += [_fmt(row["latency"][s], "s") for s in STAGES] + [_fmt(row["end_to_end"], "s")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _csv_text(rows: Sequence[dict]) -> str:
+    keys = ["condition", "title", "kind", "selector", "budget", "gate", "n", "accuracy", "leakage",
+            "accuracy_no_leak", "no_leak_n", "gold_logprob", "gain_recovered", "gain_n", "transfer_rate",
+            "transferred_tokens", "transfer_ratio"]  # fmt: skip
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    writer.writerow(keys + [f"latency_{s}" for s in STAGES] + ["end_to_end"])
+    for row in rows:
+        writer.writerow(
+            ["" if row[k] is None else row[k] for k in keys]
+            + [row["latency"][s] for s in STAGES]
+            + [row["end_to_end"]]
+        )
+    return buf.getvalue()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_outputs(result: dict, records: Sequence[dict], out: Path, plot: bool = True) -> dict[str, Path]:
+    """results.md/.csv/.json, records.jsonl and the plots, each written atomically."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "markdown": out / "results.md",
+        "csv": out / "results.csv",
+        "json": out / "results.json",
+        "records": out / "records.jsonl",
+    }
+    helps = result["full_helps"]
+    intro = (
+        f"# TokenRelay evaluation\n\n{result['questions']} questions from `{result['data']}`; "
+        f"small `{result['small']}`, large `{result['large']}`. Stage latencies are mean seconds per "
+        "question (a batched stage counts its batch's wall time), measured when each output was first "
+        "computed. Gain recovered = mean (f(kept) - f(none)) / (f(all) - f(none)) over the "
+        f"{helps} problems where the full reasoning raises the large model's gold log-prob by at least "
+        f"{result['gain_min_nats']:g} nat(s).\n\n"
+    )
+    _write_atomic(paths["markdown"], intro + markdown_table(result) + "\n")
+    _write_atomic(paths["csv"], _csv_text(result["rows"]))
+    _write_atomic(paths["records"], "".join(json.dumps(r, default=str) + "\n" for r in records))
+    if plot:
+        paths["plot_tokens"] = out / "accuracy_vs_tokens.png"
+        paths["plot_latency"] = out / "accuracy_vs_latency.png"
+        plot_tokens(result, paths["plot_tokens"])
+        plot_latency(result, paths["plot_latency"])
+    result_json = {**result, "outputs": {k: str(v) for k, v in paths.items()}}
+    _write_atomic(paths["json"], json.dumps(result_json, indent=2) + "\n")
+    return paths
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_tokens(result: dict, path: Path) -> None:
+    """Accuracy vs mean transferred tokens: one line per selector and gate over the budgets."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    series: dict[tuple, list[dict]] = {}
+    for r in result["rows"]:
+        if r["kind"] == "relay" and r["budget"] is not None:
+            series.setdefault((r["selector"], r["gate"]), []).append(r)
+    for (name, gate), rs in series.items():
+        rs = sorted(rs, key=lambda r: r["transferred_tokens"])
+        ax.plot([r["transferred_tokens"] for r in rs], [r["accuracy"] for r in rs], marker="o",
+                label=f"{name} ({gate})")  # fmt: skip
+    for r in result["rows"]:
+        if r["kind"] != "relay" or r["budget"] is None:
+            ax.scatter([r["transferred_tokens"]], [r["accuracy"]], marker="*", s=110, zorder=3)
+            ax.annotate(r["title"], (r["transferred_tokens"], r["accuracy"]), fontsize=7,
+                        xytext=(4, 4), textcoords="offset points")  # fmt: skip
+    ax.set_xlabel("tokens transferred to the large model (mean per question, large tokenizer)")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"accuracy vs transferred tokens ({result['questions']} questions)")
+    ax.grid(alpha=0.3)
+    if series:
+        ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_latency(result: dict, path: Path) -> None:
+    """Accuracy vs mean end-to-end latency for every condition, the Pareto front marked."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    rows = [r for r in result["rows"] if r["accuracy"] is not None]
+    points = [(r["end_to_end"], r["accuracy"]) for r in rows]
+    front = pareto_front(points)
+    ax.scatter([p[0] for p in points], [p[1] for p in points], s=25, color="tab:blue", zorder=2)
+    if front:
+        xs, ys = [points[i][0] for i in front], [points[i][1] for i in front]
+        ax.step(xs, ys, where="post", color="tab:red", linewidth=1.5, label="Pareto front", zorder=3)
+        ax.scatter(xs, ys, s=80, facecolors="none", edgecolors="tab:red", zorder=4)
+    for i, r in enumerate(rows):
+        if i in front or r["kind"] != "relay":
+            ax.annotate(r["title"], points[i], fontsize=7, xytext=(4, 4), textcoords="offset points")
+    ax.set_xlabel("end-to-end latency (mean seconds per question)")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"accuracy vs latency ({result['questions']} questions)")
+    ax.grid(alpha=0.3)
+    if front:
+        ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,272 @@
+"""`tokenrelay eval` on tiny real models: every output, a cache that really spares the models, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+
+import pytest
+
+from selector.agents import Agent
+from selector.cli import main
+from selector.evaluation import EvalConfig, OutputCache, build_grid, pareto_front, run_eval
+from selector.scorer import ScorerConfig, TokenSelector
+
+
+class CountingAgent(Agent):
+    """The real agent, counting the prompts that reach the model (the cache must spare them)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.calls: Counter = Counter()
+
+    def generate(self, prompts, **kwargs):
+        self.calls["generate"] += len(prompts)
+        return super().generate(prompts, **kwargs)
+
+    def score(self, prompts, targets, **kwargs):
+        self.calls["score"] += len(prompts)
+        return super().score(prompts, targets, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def agents(tiny_lm_dir, tiny_plain_lm_dir):
+    small = CountingAgent.from_pretrained(tiny_lm_dir, device="cpu")
+    large = CountingAgent.from_pretrained(tiny_plain_lm_dir, device="cpu")
+    return small, large
+
+
+@pytest.fixture(scope="module")
+def hidden_selector_dir(tiny_lm_dir, tmp_path_factory):
+    """A (random-weight) trained selector of the `hidden` backbone, fitted to the tiny small model."""
+    small = Agent.from_pretrained(tiny_lm_dir, device="cpu")
+    config = ScorerConfig(
+        hidden_layer=-1, hidden_size=32, small_model=str(tiny_lm_dir), d_model=32,
+        granularity="word", small_vocab_size=len(small.tokenizer),
+    )  # fmt: skip
+    return TokenSelector(config).save_pretrained(tmp_path_factory.mktemp("sel") / "tiny-selector")
+
+
+def _config(data, tiny_lm_dir, tiny_plain_lm_dir, out, **kw) -> EvalConfig:
+    options = {
+        "data": str(data), "small": str(tiny_lm_dir), "large": str(tiny_plain_lm_dir), "out": str(out),
+        "selectors": ["none", "full", "first", "selfinfo", "random", "oracle"], "budgets": [0.25, 0.5],
+        "gates": ["always", "agreement"], "reason_tokens": 10, "answer_tokens": 3, "large_reason_tokens": 8,
+        "batch_size": 2, "granularity": "word", "device": "cpu", "plot": False, **kw,
+    }  # fmt: skip
+    return EvalConfig(**options)
+
+
+def _reset(agents):
+    for a in agents:
+        a.calls.clear()
+
+
+def test_cli_writes_every_output_with_a_row_per_condition(
+    tiny_lm_dir, tiny_plain_lm_dir, arithmetic_jsonl, hidden_selector_dir, tmp_path, capsys
+):
+    out = tmp_path / "eval"
+    args = ["eval", "--data", str(arithmetic_jsonl), "--small", str(tiny_lm_dir), "--large", str(tiny_plain_lm_dir),
+            "--out", str(out), "--selectors", json.dumps(["none", "full", "selfinfo", str(hidden_selector_dir)]),
+            "--budgets", "[0.25, 0.5]", "--gates", "[always, confidence, agreement]", "--tau", "0.5",
+            "--reason-tokens", "10", "--answer-tokens", "3", "--large-reason-tokens", "8", "--batch-size", "2",
+            "--granularity", "word", "--device", "cpu"]  # fmt: skip
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    for name in ("results.md", "results.csv", "results.json", "records.jsonl", "accuracy_vs_tokens.png",
+                 "accuracy_vs_latency.png", "cache/outputs.jsonl"):  # fmt: skip
+        assert (out / name).stat().st_size > 0, name
+    result = json.loads((out / "results.json").read_text())
+    config = _config(arithmetic_jsonl, tiny_lm_dir, tiny_plain_lm_dir, out,
+                     selectors=["none", "full", "selfinfo", str(hidden_selector_dir)],
+                     gates=["always", "confidence", "agreement"])  # fmt: skip
+    ids = [c.id for c in build_grid(config)]
+    # 3 model baselines + per gate: none, full, selfinfo x 2 budgets, trained x 2 budgets.
+    assert len(ids) == 3 + 3 * (2 + 2 * 2) and len(set(ids)) == len(ids)
+    assert [r["condition"] for r in result["rows"]] == ids
+    assert "relay:tiny-selector@0.25:agreement" in ids
+    with (out / "results.csv").open() as f:
+        assert [row["condition"] for row in csv.DictReader(f)] == ids
+    table = (out / "results.md").read_text()
+    for row in result["rows"]:
+        assert f"| {row['title']} |" in table
+        assert row["title"] in printed
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    assert len(records) == len(ids) * 5
+    assert Counter(r["condition"] for r in records) == dict.fromkeys(ids, 5)
+
+    rows = {r["condition"]: r for r in result["rows"]}
+    for row in rows.values():
+        assert row["n"] == 5 and 0 <= row["accuracy"] <= 1
+        assert row["end_to_end"] > 0
+        assert row["end_to_end"] == pytest.approx(sum(row["latency"].values()))  # sequential accounting
+    assert (
+        rows["large_direct"]["latency"]["large_direct"] > 0 and rows["large_direct"]["transfer_rate"] is None
+    )
+    assert rows["large_direct"]["leakage"] == 0 and rows["large_direct"]["gold_logprob"] == pytest.approx(
+        result["mean_f_none"]
+    )
+    own = rows["large_reasoning"]
+    assert (
+        own["latency"]["large_prefill"] > 0
+        and own["latency"]["small_reasoning"] == 0
+        and own["leakage"] is None
+    )
+    assert (
+        rows["small_reasoning"]["latency"]["small_reasoning"] > 0
+        and rows["small_reasoning"]["gold_logprob"] is None
+    )
+    for gate in ("always", "confidence", "agreement"):
+        none, full = rows[f"relay:none:{gate}"], rows[f"relay:full:{gate}"]
+        assert none["transferred_tokens"] == 0 and none["leakage"] == 0
+        assert full["transferred_tokens"] >= rows[f"relay:selfinfo@0.5:{gate}"]["transferred_tokens"]
+        assert (
+            rows[f"relay:selfinfo@0.25:{gate}"]["transferred_tokens"]
+            <= rows[f"relay:selfinfo@0.5:{gate}"]["transferred_tokens"]
+        )
+        assert 0 <= full["transfer_rate"] <= 1 and full["gain_n"] == result["full_helps"]
+        assert 0 <= full["leakage"] <= 1
+    always = rows["relay:full:always"]
+    assert always["transfer_rate"] == 1 and always["latency"]["large_direct"] == 0
+    assert always["transfer_ratio"] == pytest.approx(1.0) and always["latency"]["small_reasoning"] > 0
+    assert rows["relay:none:always"]["gold_logprob"] == pytest.approx(result["mean_f_none"])
+    assert always["gold_logprob"] == pytest.approx(result["mean_f_all"])
+    if always["gain_n"]:  # f(kept) is f(all) and f(none) exactly: the same cached scores
+        assert always["gain_recovered"] == pytest.approx(1.0)
+        assert rows["relay:none:always"]["gain_recovered"] == pytest.approx(0.0)
+    for b in (0.25, 0.5):
+        sel = rows[f"relay:selfinfo@{b}:always"]
+        assert sel["transfer_ratio"] <= b + 1e-9
+    trained = rows["relay:tiny-selector@0.5:always"]
+    assert trained["latency"]["selection"] > 0 and trained["transfer_rate"] == 1
+    for r in records:
+        if r["condition"].startswith("relay:") and r["path"] == "transfer":
+            assert set(r["stages"]) >= {"small_reasoning", "selection", "large_prefill", "large_decode"}
+            assert r["leaked"] in (True, False) and r["gold_logprob"] is not None
+
+
+def test_second_run_calls_no_model_and_reports_the_same_numbers(
+    agents, tiny_lm_dir, tiny_plain_lm_dir, arithmetic_jsonl, tmp_path
+):
+    config = _config(arithmetic_jsonl, tiny_lm_dir, tiny_plain_lm_dir, tmp_path / "e")
+    _reset(agents)
+    first = run_eval(config, agents=agents, progress=False)
+    small, large = agents
+    assert small.calls["generate"] > 0 and large.calls["generate"] > 0 and large.calls["score"] > 0
+    assert small.calls["score"] == 0
+    cache_file = tmp_path / "e" / "cache" / "outputs.jsonl"
+    first_records = (tmp_path / "e" / "records.jsonl").read_text()
+    assert any(json.loads(x)["latency_s"] > 0 for x in first_records.splitlines())
+    lines = cache_file.read_text().count("\n")
+    assert lines == first["cache"]["entries"]  # nothing computed twice within one run
+    _reset(agents)
+    second = run_eval(config, agents=agents, progress=False)
+    assert small.calls == Counter() and large.calls == Counter()  # not one prompt reached a model
+    assert cache_file.read_text().count("\n") == lines
+    assert sum(second["cache"]["misses"].values()) == 0
+    assert second["rows"] == first["rows"]  # latency included: measured once, served from the cache
+    second_records = (tmp_path / "e" / "records.jsonl").read_text()
+    assert second_records == first_records  # per question too: answers, stages, latency
+
+
+def test_growing_the_grid_reuses_the_cached_reasoning(
+    agents, tiny_lm_dir, tiny_plain_lm_dir, arithmetic_jsonl, tmp_path
+):
+    kw = {"selectors": ["first", "selfinfo"], "gates": ["always"], "conditions": ["small_reasoning", "relay"]}
+    _reset(agents)
+    first = run_eval(
+        _config(arithmetic_jsonl, tiny_lm_dir, tiny_plain_lm_dir, tmp_path, budgets=[0.5], **kw),
+        agents=agents,
+        progress=False,
+    )
+    small, large = agents
+    assert small.calls["generate"] == 5
+    _reset(agents)
+    grown = run_eval(
+        _config(arithmetic_jsonl, tiny_lm_dir, tiny_plain_lm_dir, tmp_path, budgets=[0.1, 0.5], **kw),
+        agents=agents,
+        progress=False,
+    )
+    assert small.calls["generate"] == 0  # the small model's reasoning came from the cache
+    assert large.calls["generate"] <= 2 * 5  # only the new budget's transfers could be new
+    old = {r["condition"]: r for r in first["rows"]}
+    new = {r["condition"]: r for r in grown["rows"]}
+    assert set(new) - set(old) == {"relay:first@0.1:always", "relay:selfinfo@0.1:always"}
+    for cid, row in old.items():
+        assert new[cid] == row
+
+
+def test_cut_short_cache_line_is_dropped(tmp_path):
+    cache = OutputCache(tmp_path)
+    cache.put([{"key": "a", "kind": "score", "value": {"logprob": -1.0}}])
+    with cache.path.open("a") as f:
+        f.write('{"key": "b", "kind": "score", "val')  # killed mid-write
+    reopened = OutputCache(tmp_path)
+    assert len(reopened) == 1 and reopened.get("a")["value"]["logprob"] == -1.0
+    reopened.put([{"key": "c", "kind": "score", "value": {}}])
+    assert len(OutputCache(tmp_path)) == 2
+
+
+def test_pareto_front():
+    points = [(1.0, 0.5), (2.0, 0.4), (2.0, 0.7), (3.0, 0.7), (0.5, 0.1)]
+    assert pareto_front(points) == [4, 0, 2]
+
+
+BAD = [
+    (("--selectors", "[none, magic]"), "unknown selector 'magic'"),
+    (("--budgets", "[0.25, 1.5]"), "ratio budget"),
+    (("--budget-kind", "topk", "--budgets", "[-1]"), "k >= 0"),
+    (("--gates", "[always, sometimes]"), "unknown gate"),
+    (("--conditions", "[relay, magic]"), "unknown condition"),
+    (("--tau", "2"), "tau"),
+    (("--budgets", "[]"), "at least one budget"),
+    (("--small", "null"), "--small is required"),
+]
+
+
+@pytest.mark.parametrize("extra, message", BAD)
+def test_bad_input_fails_before_any_model_loads(extra, message, arithmetic_jsonl, tmp_path, capsys):
+    args = ["eval", "--data", str(arithmetic_jsonl), "--small", "/no/small", "--large", "/no/large",
+            "--out", str(tmp_path / "o"), *extra]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "/no/large" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_data_column_is_named(tmp_path, capsys):
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"id": "a", "problem": "1+1?", "answer": "2"}) + "\n")
+    args = [
+        "eval",
+        "--data",
+        str(data),
+        "--small",
+        "/no/small",
+        "--large",
+        "/no/large",
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    assert main(args) == 2
+    assert "question" in capsys.readouterr().err
+    args += ["--columns.question", "problem"]
+    assert main(args) == 2  # now it is the missing model that stops it
+    assert "/no/large" in capsys.readouterr().err
+
+
+def test_selector_that_does_not_fit_the_small_model_is_named(
+    tiny_lm_dir, tiny_plain_lm_dir, arithmetic_jsonl, tmp_path, capsys
+):
+    wide = TokenSelector(
+        ScorerConfig(hidden_layer=-1, hidden_size=64, small_model=str(tiny_lm_dir), d_model=32)
+    )
+    path = wide.save_pretrained(tmp_path / "wide-selector")
+    out = tmp_path / "o"
+    args = ["eval", "--data", str(arithmetic_jsonl), "--small", str(tiny_lm_dir), "--large", str(tiny_plain_lm_dir),
+            "--out", str(out), "--selectors", json.dumps(["first", str(path)]), "--device", "cpu"]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "wide-selector" in err and "64-wide hidden states" in err
+    assert not (out / "cache" / "outputs.jsonl").exists() or not (out / "cache" / "outputs.jsonl").read_text()

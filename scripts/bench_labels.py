@@ -141,7 +141,9 @@ def bench_trace(agent, record, units: str, args, out: Path) -> dict:
     item = _item(record, units, agent)
     result_path = out / "results" / f"{_safe(item.id)}__{units}.json"
     if result_path.exists():
-        return json.loads(result_path.read_text())
+        done = json.loads(result_path.read_text())
+        if set(_labeler_names(args)) <= set(done["labelers"]):
+            return done  # else computed again for the new labelers; cached f values cost nothing
     cache = DiskCache(out / "cache" / f"{_safe(item.id)}__{units}.json")
     counts = unit_token_counts(item.reasoning, item.units, agent.tokenizer)
     n = len(item.units)
@@ -212,6 +214,15 @@ def bench_trace(agent, record, units: str, args, out: Path) -> dict:
     return result
 
 
+def _labeler_names(args) -> list[str]:
+    names = ["loo"]
+    if "ablation" in args.methods:
+        names += [f"ablation@{m}" for m in args.masks]
+    if "gradient" in args.methods:
+        names.append("gradient")
+    return names
+
+
 def throughput(agent, record, args, out: Path) -> dict:
     """Batched + prefix-reused scoring vs one mask at a time: same trace, same masks (word units)."""
     path = out / "throughput.json"
@@ -251,7 +262,7 @@ def summarize(results: list[dict]) -> dict:
     table = {}
     for units in sorted({r["units"] for r in results}):
         rs = [r for r in results if r["units"] == units]
-        names = list(rs[0]["labelers"])
+        names = [n for n in rs[0]["labelers"] if all(n in r["labelers"] for r in rs)]
         table[units] = {"traces": len(rs), "mean_units": _mean([r["n_units"] for r in rs])}
         for name in names:
             rows = [r["labelers"][name] for r in rs]
@@ -319,7 +330,24 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     args.masks = [int(m) for m in args.masks.split(",")]
-    units_list = [u.strip() for u in args.units.split(",") if u.strip()]
+    args.units = [u.strip() for u in args.units.split(",") if u.strip()]
+    report = run(args)
+    if report is None:
+        print("no trace qualifies: nothing to benchmark", file=sys.stderr)
+        return 1
+    print_table(report["table"], args.budget)
+    return 0
+
+
+def run(args, agent=None, progress: bool = True) -> dict | None:
+    """The benchmark as a function (``scripts.ablate_labelers`` drives it from a YAML config).
+
+    ``args`` has the command-line options as attributes, with ``methods`` and ``units`` lists of
+    names and ``masks`` a list of ints; ``agent`` reuses a loaded large model. Returns the report
+    (also written to OUT/bench_labels.json), or None when no trace qualifies.
+    """
+    from selector.progress import progress_bar
+
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
@@ -331,16 +359,14 @@ def main(argv=None) -> int:
     if args.limit:
         records = records[: args.limit]
     start = time.perf_counter()
-    agent = Agent.from_pretrained(args.model, dtype=args.dtype, device=args.device)
-    print(
-        f"loaded {args.model} in {time.perf_counter() - start:.1f}s; screening {len(records)} traces",
-        flush=True,
-    )
+    if agent is None:
+        agent = Agent.from_pretrained(args.model, dtype=args.dtype, device=args.device)
+        print(f"loaded {args.model} in {time.perf_counter() - start:.1f}s", flush=True)
+    print(f"screening {len(records)} traces", flush=True)
     chosen = screen(agent, records, args, out)
     print(f"{len(chosen)} traces gain >= {args.min_gain} nats", flush=True)
     if not chosen:
-        print("no trace qualifies: nothing to benchmark", file=sys.stderr)
-        return 1
+        return None
     report = {"args": {k: v for k, v in vars(args).items()}, "qualifying": [r["id"] for r in chosen]}
     if args.throughput_masks:
         report["throughput"] = throughput(agent, chosen[0], args, out)
@@ -352,15 +378,18 @@ def main(argv=None) -> int:
             flush=True,
         )
     results = []
-    for units in units_list:
-        for rec in chosen:
-            results.append(bench_trace(agent, rec, units, args, out))
+    with progress_bar(disable=not progress) as bar:
+        task = bar.add_task("labelers per trace", total=len(args.units) * len(chosen))
+        for units in args.units:
+            for rec in chosen:
+                results.append(bench_trace(agent, rec, units, args, out))
+                bar.advance(task)
     report["screened"] = json.loads((out / "screen.json").read_text())
     report["table"] = summarize(results)
+    report["results"] = results
     report["seconds"] = time.perf_counter() - start
     _write_json(out / "bench_labels.json", report)
-    print_table(report["table"], args.budget)
-    return 0
+    return report
 
 
 if __name__ == "__main__":

@@ -150,6 +150,11 @@ def main() -> None:
     parser.add_argument("--train-units", type=int, default=64)
     parser.add_argument("--train-steps", type=int, default=10)
     parser.add_argument("--skip-encoder", action="store_true")
+    parser.add_argument(
+        "--encoder-layers",
+        default="",
+        help="also time the encoder cut to these depths (comma list, e.g. 2,3)",
+    )
     parser.add_argument("--out", default="bench_scorer.json")
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -178,6 +183,12 @@ def main() -> None:
         selectors["encoder"] = TokenSelector(
             ScorerConfig(backbone="encoder", encoder=str(minilm_dir()), head_layers=1)
         )
+        for depth in (int(d) for d in args.encoder_layers.split(",") if d.strip()):
+            selectors[f"encoder ({depth} layers)"] = TokenSelector(
+                ScorerConfig(
+                    backbone="encoder", encoder=str(minilm_dir()), head_layers=1, encoder_layers=depth
+                )
+            )
     rows = []
     for name, selector in selectors.items():
         selector.eval()

@@ -7,20 +7,16 @@ and ``full`` take no budget, so they run once per gate). Relay conditions run th
 scoring are the relay's code, not a copy); only the models and the selection stage are wrapped
 by a persistent cache:
 
-- ``CachedAgent`` wraps an ``Agent``: ``generate`` and ``score`` answer from ``out/cache`` what
-  they have seen (key = hash of model fingerprint, kind of call, prompt text, images and
-  parameters) and call the model, as one batch, only for the rest. Each entry keeps the wall
-  times measured when it was computed, so the latency of a condition served from the cache is
-  the latency that was measured (stage times of batched generation are the batch's wall time,
-  as in the relay: use ``batch_size: 1`` for exact per-question latency).
+- ``selector.output_cache.CachedAgent`` wraps an ``Agent``: ``generate`` and ``score`` answer
+  from ``out/cache`` what they have seen and call the model only for the rest. Each entry keeps
+  the wall times measured when it was computed, so the latency of a condition served from the
+  cache is the latency that was measured (stage times of batched generation are the batch's wall
+  time, as in the relay: use ``batch_size: 1`` for exact per-question latency).
 - The selection stage (a selector's transfer of one reasoning at one budget, with its measured
   seconds) is cached the same way, so a re-run reports the same selection time.
 
-The cache is a JSONL file written append-only, one flushed and fsynced write per batch (hidden
-states go to side files, written atomically first), so an interrupted run loses at most the batch
-in flight and a re-run or a grown grid recomputes nothing it has. Model fingerprints hold the
-folder's weight files (size, mtime), the dtype and the device type: a GPU run never reuses CPU
-timings.
+An interrupted run loses at most the batch in flight, and a re-run or a grown grid recomputes
+nothing it has. Metrics, tables and plots are in ``selector.eval_report``.
 
 Gold-answer log-probs: f(none) is the large model's log p(gold) after the direct prompt, f(all)
 after the relay's full transfer (the ``full`` selector's), f(kept) after the condition's final prompt. "Gain recovered" is the mean
@@ -31,29 +27,26 @@ extra large-model scoring per unit, cached; not counted in latency): an upper re
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
 import json
 import math
-import os
 import statistics
 import time
-import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .agents import Agent, Generation, ScoreResult
+from .agents import Agent, Generation
 from .answers import answers_match, extract_answer
 from .baselines import BASELINES, check_selector_name, load_selector
 from .data import ColumnMap, Example, load_examples
+from .eval_report import condition_metrics, markdown_table, pareto_front, write_outputs
 from .gating import GATES, check_gate
+from .output_cache import CachedAgent, OutputCache, files_fingerprint, image_keys
 from .progress import progress_bar
 from .prompts import answer_target
 from .reasoning import ReasoningView, UnitScorer
-from .relay import STAGES, Relay, RelayConfig, RelayResult, StageStats, check_images
+from .relay import Relay, RelayConfig, RelayResult, StageStats, check_images
 from .selection import Transfer, check_budget
 from .units import GRANULARITIES
 
@@ -75,7 +68,6 @@ CONDITIONS = ("large_direct", "large_reasoning", "small_reasoning", "relay")
 RELAY_GATES = ("always", "confidence", "agreement")
 FIXED_SELECTORS = ("none", "full")
 """Baselines that mean one fixed transfer whatever the budget: run once per gate."""
-CACHE_FILE = "outputs.jsonl"
 
 
 # --------------------------------------------------------------------------- config
@@ -291,287 +283,12 @@ def build_grid(config: EvalConfig) -> list[Condition]:
     return grid
 
 
-# --------------------------------------------------------------------------- the cache
-
-
-def _digest(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:40]
-
-
-def _files_fingerprint(folder: Path, patterns: Sequence[str], content: bool = False) -> str:
-    h = hashlib.sha256()
-    for pattern in patterns:
-        for path in sorted(folder.glob(pattern)):
-            if path.is_file():
-                stat = path.stat()
-                h.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-                if content:
-                    h.update(path.read_bytes())
-    return h.hexdigest()[:16]
-
-
-def model_fingerprint(agent: Agent) -> str:
-    """Model name, weight files (size, mtime), dtype and device type: what a cached output depends on."""
-    name = str(agent.name)
-    local = Path(name).expanduser()
-    weights = ""
-    if local.is_dir():
-        name = str(local.resolve())
-        weights = _files_fingerprint(local, ("*.safetensors", "*.bin", "config.json"))
-    dtype = getattr(getattr(agent, "config", None), "dtype", "")
-    return f"{name}|{weights}|{dtype}|{agent.device.type}"
-
-
-def _image_keys(images: Sequence) -> list[str]:
-    keys = []
-    for im in images or []:
-        if isinstance(im, (str, os.PathLike)):
-            keys.append(str(Path(im).expanduser().resolve()))
-        else:  # a PIL image: its pixels
-            keys.append(f"{im.mode}{im.size}:" + hashlib.sha256(im.tobytes()).hexdigest()[:16])
-    return keys
-
-
-class OutputCache:
-    """Model outputs by key: an append-only JSONL file, the last line of a key winning on load.
-
-    ``put`` writes its entries as one flushed and fsynced write; a line cut short by a kill is
-    dropped when the file is next opened. Hidden-state tensors live in ``hidden/`` side files,
-    each written atomically before the line that names it.
-    """
-
-    def __init__(self, folder: str | os.PathLike):
-        self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.path = self.folder / CACHE_FILE
-        self.entries: dict[str, dict] = {}
-        self.hits: Counter = Counter()
-        self.misses: Counter = Counter()
-        self.lines = 0
-        self._load()
-
-    @staticmethod
-    def key(*parts) -> str:
-        """A stable hash of JSON-able parts."""
-        return _digest(*parts)
-
-    def _load(self) -> None:
-        if not self.path.exists():
-            return
-        data = self.path.read_bytes()
-        if data and not data.endswith(b"\n"):  # a write cut short: drop its partial line
-            cut = data.rfind(b"\n") + 1
-            with self.path.open("r+b") as f:
-                f.truncate(cut)
-            data = data[:cut]
-        bad = 0
-        for line in data.decode().splitlines():
-            if not line.strip():
-                continue
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                bad += 1
-                continue
-            self.entries[entry["key"]] = entry
-            self.lines += 1
-        if bad:
-            warnings.warn(f"{bad} unreadable line(s) in {self.path} were skipped", stacklevel=2)
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def get(self, key: str, kind: str | None = None) -> dict | None:
-        entry = self.entries.get(key)
-        if kind is not None:
-            (self.hits if entry is not None else self.misses)[kind] += 1
-        return entry
-
-    def put(self, entries: Sequence[dict]) -> None:
-        """Append entries (each with 'key', 'kind', 'value') in one durable write."""
-        if not entries:
-            return
-        text = "".join(json.dumps(e) + "\n" for e in entries)
-        with self.path.open("a") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        for e in entries:
-            self.entries[e["key"]] = e
-        self.lines += len(entries)
-
-    def save_tensor(self, key: str, tensor) -> str:
-        """Write ``tensor`` under hidden/ (atomically); returns its file name."""
-        from safetensors.torch import save_file
-
-        folder = self.folder / "hidden"
-        folder.mkdir(exist_ok=True)
-        name = f"{key}.safetensors"
-        tmp = folder / f".{name}.tmp"
-        save_file({"t": tensor.contiguous().float().cpu()}, str(tmp))
-        os.replace(tmp, folder / name)
-        return name
-
-    def load_tensor(self, name: str):
-        from safetensors.torch import load_file
-
-        path = self.folder / "hidden" / name
-        if not path.exists():
-            raise FileNotFoundError(f"cached hidden states {path} are missing: delete {self.path} to rebuild")
-        return load_file(str(path))["t"]
-
-    def stats(self) -> dict:
-        return {
-            "entries": len(self.entries),
-            "hits": dict(self.hits),
-            "misses": dict(self.misses),
-        }
-
-
-class CachedAgent:
-    """An ``Agent`` whose ``generate`` and ``score`` answer from an ``OutputCache`` when they can.
-
-    Everything else (tokenizer, format_chat, name, model, ...) is the wrapped agent's. Only the
-    prompts not in the cache reach the model, in one call. ``hidden_layer`` is the layer whose
-    states a generation miss also records (so a later trained selector finds them), when the
-    call itself asks for none.
-    """
-
-    def __init__(self, agent: Agent, cache: OutputCache, hidden_layer: int | None = None):
-        self.agent = agent
-        self.cache = cache
-        self.hidden_layer = hidden_layer
-        self.model_key = model_fingerprint(agent)
-
-    def __getattr__(self, name):
-        return getattr(self.agent, name)
-
-    def generate(
-        self,
-        prompts: Sequence[str],
-        *,
-        images: Sequence[Sequence] | None = None,
-        max_new_tokens: int = 256,
-        do_sample: bool = False,
-        temperature: float = 1.0,
-        top_p: float = 1.0,
-        seed: int | None = None,
-        hidden_layer: int | None = None,
-    ) -> list[Generation]:
-        prompts = list(prompts)
-        images = [list(im) for im in images] if images is not None else [[] for _ in prompts]
-        params = {"max_new_tokens": max_new_tokens, "do_sample": do_sample}
-        if do_sample:
-            params.update(temperature=temperature, top_p=top_p, seed=seed)
-        keys = [
-            self.cache.key(self.model_key, "generate", p, _image_keys(im), params)
-            for p, im in zip(prompts, images)
-        ]
-        missing = []
-        for i, key in enumerate(keys):
-            entry = self.cache.get(key)
-            if entry is None or (
-                hidden_layer is not None and str(hidden_layer) not in entry["value"]["hidden"]
-            ):
-                missing.append(i)
-        self.cache.hits["generate"] += len(keys) - len(missing)
-        self.cache.misses["generate"] += len(missing)
-        if missing:
-            layer = hidden_layer if hidden_layer is not None else self.hidden_layer
-            gens = self.agent.generate(
-                [prompts[i] for i in missing],
-                images=[images[i] for i in missing],
-                max_new_tokens=max_new_tokens,
-                do_sample=do_sample,
-                temperature=temperature,
-                top_p=top_p,
-                seed=seed,
-                hidden_layer=layer,
-            )
-            entries = []
-            for i, gen in zip(missing, gens):
-                old = self.cache.get(keys[i])
-                # A regeneration for missing hidden states keeps the first measured times.
-                value = dict(old["value"]) if old is not None else _generation_value(gen)
-                hidden = dict(value.get("hidden", {}))
-                if gen.hidden_states is not None:
-                    hidden[str(layer)] = self.cache.save_tensor(f"{keys[i]}-L{layer}", gen.hidden_states)
-                value["hidden"] = hidden
-                entries.append(
-                    {"key": keys[i], "kind": "generate", "model": self.agent.name, "params": params,
-                     "prompt": prompts[i], "value": value}
-                )  # fmt: skip
-            self.cache.put(entries)
-        return [self._generation(self.cache.get(k)["value"], hidden_layer) for k in keys]
-
-    def _generation(self, value: dict, hidden_layer: int | None) -> Generation:
-        hidden = None
-        if hidden_layer is not None:
-            hidden = self.cache.load_tensor(value["hidden"][str(hidden_layer)])
-        fields = {k: v for k, v in value.items() if k != "hidden"}
-        return Generation(**fields, hidden_states=hidden)
-
-    def score(
-        self,
-        prompts: Sequence[str | tuple[str, str]],
-        targets: Sequence[str] | str,
-        *,
-        images: Sequence[Sequence] | None = None,
-        batch_size: int = 8,
-        reuse_prefix: bool = True,
-    ) -> list[ScoreResult]:
-        prompts = [(p, "") if isinstance(p, str) else tuple(p) for p in prompts]
-        targets = [targets] * len(prompts) if isinstance(targets, str) else list(targets)
-        images = [list(im) for im in images] if images is not None else [[] for _ in prompts]
-        keys = [
-            self.cache.key(self.model_key, "score", list(p), t, _image_keys(im))
-            for p, t, im in zip(prompts, targets, images)
-        ]
-        missing = [i for i, k in enumerate(keys) if self.cache.get(k, "score") is None]
-        if missing:
-            t0 = time.perf_counter()
-            scores = self.agent.score(
-                [prompts[i] for i in missing],
-                [targets[i] for i in missing],
-                images=[images[i] for i in missing],
-                batch_size=batch_size,
-                reuse_prefix=reuse_prefix,
-            )
-            seconds = (time.perf_counter() - t0) / len(missing)
-            self.cache.put(
-                [
-                    {"key": keys[i], "kind": "score", "model": self.agent.name, "prompt": "".join(prompts[i]),
-                     "target": targets[i], "value": {"logprob": s.logprob, "token_logprobs": s.token_logprobs,
-                                                     "seconds": seconds}}
-                    for i, s in zip(missing, scores)
-                ]
-            )  # fmt: skip
-        out = []
-        for k in keys:
-            v = self.cache.get(k)["value"]
-            out.append(ScoreResult(logprob=v["logprob"], token_logprobs=list(v["token_logprobs"])))
-        return out
-
-
-def _generation_value(gen: Generation) -> dict:
-    return {
-        "text": gen.text,
-        "token_ids": list(gen.token_ids),
-        "logprobs": list(gen.logprobs),
-        "finish_reason": gen.finish_reason,
-        "prompt_tokens": gen.prompt_tokens,
-        "new_tokens": gen.new_tokens,
-        "prefill_s": gen.prefill_s,
-        "decode_s": gen.decode_s,
-    }
-
-
 def selector_fingerprint(name_or_path: str, config: EvalConfig) -> str:
     """A baseline with its options, or a checkpoint folder by its files' contents."""
     if name_or_path in BASELINES:
         return f"{name_or_path}|{json.dumps(config.relay_config(name_or_path, 'always', None).selector_kwargs())}"
     folder = Path(name_or_path).expanduser().resolve()
-    return f"{folder}|{_files_fingerprint(folder, ('*.json', '*.safetensors'), content=True)}"
+    return f"{folder}|{files_fingerprint(folder, ('*.json', '*.safetensors'), content=True)}"
 
 
 _NOT_SELECTION = ("small", "large", "selector", "budget", "budget_kind", "gate", "tau", "answer_tokens",
@@ -592,7 +309,7 @@ class _EvalRelay(Relay):
         options = {k: v for k, v in asdict(self.config).items() if k not in _NOT_SELECTION}
         return self.cache.key(
             self.selector_key, "select", str(self.budget), self.granularity, options,
-            self.small.model_key, self.large.model_key, ex.question, ex.choices, _image_keys(ex.images),
+            self.small.model_key, self.large.model_key, ex.question, ex.choices, image_keys(ex.images),
             ex.answer if self.selector.name == "oracle" else None, gen.text,
         )  # fmt: skip
 
@@ -806,217 +523,3 @@ def run_eval(
 
 def _jsonable(value):
     return json.loads(json.dumps(value, default=str))
-
-
-# --------------------------------------------------------------------------- metrics
-
-
-def _mean(values) -> float | None:
-    values = [v for v in values if v is not None]
-    return statistics.fmean(values) if values else None
-
-
-def condition_metrics(
-    results: Sequence[RelayResult],
-    f_none: Sequence[float],
-    f_all: Sequence[float | None],
-    gain_min_nats: float = 1.0,
-    relay: bool = True,
-) -> dict:
-    """Accuracy, leakage, gold log-prob, gain recovered, latency per stage, transfer size and rate."""
-    n = len(results)
-    leaked = [r.leaked for r in results]
-    clean = [r.correct for r in results if r.leaked is False]
-    gains = []
-    for r, none, full in zip(results, f_none, f_all):
-        if r.gold_logprob is None or full is None or full - none < gain_min_nats:
-            continue
-        gains.append((r.gold_logprob - none) / (full - none))
-    transferred = [r for r in results if r.path == "transfer"]
-    row = {
-        "n": n,
-        "accuracy": _mean([float(r.correct) if r.correct is not None else None for r in results]),
-        "leakage": _mean([float(x) if x is not None else None for x in leaked]) if any(x is not None for x in leaked) else None,
-        "accuracy_no_leak": _mean([float(c) for c in clean if c is not None]) if clean else None,
-        "no_leak_n": len(clean),
-        "gold_logprob": _mean([r.gold_logprob for r in results]),
-        "gain_recovered": _mean(gains) if gains else None,
-        "gain_n": len(gains) if any(r.gold_logprob is not None for r in results) else None,
-        "transfer_rate": len(transferred) / n if relay else None,
-        "transferred_tokens": statistics.fmean(r.transfer_tokens for r in results),
-        "transfer_ratio": _mean([r.transfer_tokens / r.reasoning_tokens for r in transferred if r.reasoning_tokens]),
-        "latency": {s: statistics.fmean(r.stages[s].seconds if s in r.stages else 0.0 for r in results) for s in STAGES},
-        "end_to_end": statistics.fmean(r.latency_s for r in results),
-    }  # fmt: skip
-    return row
-
-
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Indices of the points no other point beats: lower-or-equal x and higher-or-equal y, one strictly."""
-    front = []
-    for i, (x, y) in enumerate(points):
-        dominated = any(
-            (x2 <= x and y2 >= y) and (x2 < x or y2 > y) for j, (x2, y2) in enumerate(points) if j != i
-        )
-        if not dominated:
-            front.append(i)
-    return sorted(front, key=lambda i: points[i][0])
-
-
-# --------------------------------------------------------------------------- outputs
-
-COLUMNS = (
-    ("title", "condition", None),
-    ("accuracy", "accuracy", "pct"),
-    ("leakage", "leakage", "pct"),
-    ("accuracy_no_leak", "acc. (no leak)", "pct"),
-    ("gold_logprob", "gold log-prob", "f2"),
-    ("gain_recovered", "gain recovered", "f2"),
-    ("gain_n", "gain n", "int"),
-    ("transfer_rate", "transfer rate", "pct"),
-    ("transferred_tokens", "transferred tokens", "f1"),
-    ("transfer_ratio", "share of reasoning", "pct"),
-)
-
-
-def _fmt(value, how) -> str:
-    if value is None:
-        return ""
-    if how == "pct":
-        return f"{value:.1%}"
-    if how == "f2":
-        return f"{value:.2f}"
-    if how == "f1":
-        return f"{value:.1f}"
-    if how == "s":
-        return f"{value:.3f}"
-    return str(value)
-
-
-def markdown_table(result: dict) -> str:
-    """The results as one Markdown table (seconds per question for the stages and end to end)."""
-    heads = [h for _, h, _ in COLUMNS] + [f"{s} s" for s in STAGES] + ["end-to-end s"]
-    lines = ["| " + " | ".join(heads) + " |", "|" + " --- |" * len(heads)]
-    for row in result["rows"]:
-        cells = [_fmt(row[k], how) for k, _, how in COLUMNS]
-        cells += [_fmt(row["latency"][s], "s") for s in STAGES] + [_fmt(row["end_to_end"], "s")]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def _csv_text(rows: Sequence[dict]) -> str:
-    keys = ["condition", "title", "kind", "selector", "budget", "gate", "n", "accuracy", "leakage",
-            "accuracy_no_leak", "no_leak_n", "gold_logprob", "gain_recovered", "gain_n", "transfer_rate",
-            "transferred_tokens", "transfer_ratio"]  # fmt: skip
-    buf = io.StringIO()
-    writer = csv.writer(buf)
-    writer.writerow(keys + [f"latency_{s}" for s in STAGES] + ["end_to_end"])
-    for row in rows:
-        writer.writerow(
-            ["" if row[k] is None else row[k] for k in keys]
-            + [row["latency"][s] for s in STAGES]
-            + [row["end_to_end"]]
-        )
-    return buf.getvalue()
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def write_outputs(result: dict, records: Sequence[dict], out: Path, plot: bool = True) -> dict[str, Path]:
-    """results.md/.csv/.json, records.jsonl and the plots, each written atomically."""
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "markdown": out / "results.md",
-        "csv": out / "results.csv",
-        "json": out / "results.json",
-        "records": out / "records.jsonl",
-    }
-    helps = result["full_helps"]
-    intro = (
-        f"# TokenRelay evaluation\n\n{result['questions']} questions from `{result['data']}`; "
-        f"small `{result['small']}`, large `{result['large']}`. Stage latencies are mean seconds per "
-        "question (a batched stage counts its batch's wall time), measured when each output was first "
-        "computed. Gain recovered = mean (f(kept) - f(none)) / (f(all) - f(none)) over the "
-        f"{helps} problems where the full reasoning raises the large model's gold log-prob by at least "
-        f"{result['gain_min_nats']:g} nat(s).\n\n"
-    )
-    _write_atomic(paths["markdown"], intro + markdown_table(result) + "\n")
-    _write_atomic(paths["csv"], _csv_text(result["rows"]))
-    _write_atomic(paths["records"], "".join(json.dumps(r, default=str) + "\n" for r in records))
-    if plot:
-        paths["plot_tokens"] = out / "accuracy_vs_tokens.png"
-        paths["plot_latency"] = out / "accuracy_vs_latency.png"
-        plot_tokens(result, paths["plot_tokens"])
-        plot_latency(result, paths["plot_latency"])
-    result_json = {**result, "outputs": {k: str(v) for k, v in paths.items()}}
-    _write_atomic(paths["json"], json.dumps(result_json, indent=2) + "\n")
-    return paths
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_tokens(result: dict, path: Path) -> None:
-    """Accuracy vs mean transferred tokens: one line per selector and gate over the budgets."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    series: dict[tuple, list[dict]] = {}
-    for r in result["rows"]:
-        if r["kind"] == "relay" and r["budget"] is not None:
-            series.setdefault((r["selector"], r["gate"]), []).append(r)
-    for (name, gate), rs in series.items():
-        rs = sorted(rs, key=lambda r: r["transferred_tokens"])
-        ax.plot([r["transferred_tokens"] for r in rs], [r["accuracy"] for r in rs], marker="o",
-                label=f"{name} ({gate})")  # fmt: skip
-    for r in result["rows"]:
-        if r["kind"] != "relay" or r["budget"] is None:
-            ax.scatter([r["transferred_tokens"]], [r["accuracy"]], marker="*", s=110, zorder=3)
-            ax.annotate(r["title"], (r["transferred_tokens"], r["accuracy"]), fontsize=7,
-                        xytext=(4, 4), textcoords="offset points")  # fmt: skip
-    ax.set_xlabel("tokens transferred to the large model (mean per question, large tokenizer)")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title(f"accuracy vs transferred tokens ({result['questions']} questions)")
-    ax.grid(alpha=0.3)
-    if series:
-        ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def plot_latency(result: dict, path: Path) -> None:
-    """Accuracy vs mean end-to-end latency for every condition, the Pareto front marked."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    rows = [r for r in result["rows"] if r["accuracy"] is not None]
-    points = [(r["end_to_end"], r["accuracy"]) for r in rows]
-    front = pareto_front(points)
-    ax.scatter([p[0] for p in points], [p[1] for p in points], s=25, color="tab:blue", zorder=2)
-    if front:
-        xs, ys = [points[i][0] for i in front], [points[i][1] for i in front]
-        ax.step(xs, ys, where="post", color="tab:red", linewidth=1.5, label="Pareto front", zorder=3)
-        ax.scatter(xs, ys, s=80, facecolors="none", edgecolors="tab:red", zorder=4)
-    for i, r in enumerate(rows):
-        if i in front or r["kind"] != "relay":
-            ax.annotate(r["title"], points[i], fontsize=7, xytext=(4, 4), textcoords="offset points")
-    ax.set_xlabel("end-to-end latency (mean seconds per question)")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title(f"accuracy vs latency ({result['questions']} questions)")
-    ax.grid(alpha=0.3)
-    if front:
-        ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

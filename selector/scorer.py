@@ -19,6 +19,7 @@ or hub id in config.json), and a generated ``README.md`` model card.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -106,6 +107,8 @@ class ScorerConfig:
     """Dropout on the LoRA path."""
     lora_targets: list[str] = field(default_factory=lambda: ["query", "value"])
     """Encoder modules that get LoRA adapters."""
+    encoder_layers: int | None = None
+    """encoder backbone: use only the encoder's first N layers (None: all); the cost is linear in N."""
     max_length: int = 512
     """encoder backbone: tokens per window; longer reasoning is cut into windows, each with the question."""
     max_question_tokens: int = 96
@@ -133,6 +136,8 @@ class ScorerConfig:
             )
         if self.backbone == "encoder" and not self.encoder:
             raise ValueError("the encoder backbone needs encoder (a local folder or hub id)")
+        if self.encoder_layers is not None and self.encoder_layers < 1:
+            raise ValueError(f"encoder_layers must be >= 1, got {self.encoder_layers}")
         if self.hidden_size is not None and self.hidden_size < 1:
             raise ValueError(f"hidden_size must be >= 1, got {self.hidden_size}")
         if self.max_length < self.max_question_tokens + 8:
@@ -166,6 +171,7 @@ class UnitScorerNet(nn.Module):
                 raise ValueError("the encoder backbone needs the loaded encoder")
             self.encoder = encoder
             in_dim = config.encoder_hidden_size
+        self.adapters_merged = False
         d = config.d_model
         self.unit_norm = nn.LayerNorm(in_dim)
         self.unit_proj = nn.Linear(in_dim, d)
@@ -195,10 +201,21 @@ class UnitScorerNet(nn.Module):
             self.mixer = nn.ModuleList(nn.Sequential(*blocks[k : k + 5]) for k in range(0, len(blocks), 5))
         self.out = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, 1))
 
+    def merge_adapters(self, merged: bool = True) -> None:
+        """Fold the encoder's LoRA adapters into its weights for inference (about 25% faster on
+        CPU: no separate low-rank matmuls), or take them back out before training."""
+        if self.config.backbone != "encoder" or merged == self.adapters_merged:
+            return
+        with torch.no_grad():
+            (self.encoder.merge_adapter if merged else self.encoder.unmerge_adapter)()
+        self.adapters_merged = merged
+
     def unit_vectors(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, U, in_dim) one vector per unit."""
         if self.config.backbone == "hidden":
             return batch["unit_hidden"]
+        if self.training and self.adapters_merged:
+            self.merge_adapters(False)  # gradients must reach the adapters again
         b, u = batch["unit_mask"].shape
         kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
         if "token_type_ids" in batch:
@@ -277,6 +294,7 @@ class TokenSelector:
                 )
             setattr(cfg, name, have)
         self._encoder_type_ids = getattr(enc_config, "type_vocab_size", 0) >= 2
+        self._encoder_num_layers = getattr(enc_config, "num_hidden_layers", None)
         tok = self.encoder_tokenizer
         self._cls = tok.cls_token_id if tok.cls_token_id is not None else tok.bos_token_id
         self._sep = tok.sep_token_id if tok.sep_token_id is not None else tok.eos_token_id
@@ -288,7 +306,16 @@ class TokenSelector:
         from transformers import AutoModel
 
         self._load_encoder_tokenizer()
-        base = AutoModel.from_pretrained(config.encoder)
+        kwargs = {}
+        if config.encoder_layers is not None:
+            available = self._encoder_num_layers
+            if available is not None and config.encoder_layers > available:
+                raise ValueError(
+                    f"encoder_layers={config.encoder_layers}, but {config.encoder!r} has {available} layers"
+                )
+            kwargs["num_hidden_layers"] = config.encoder_layers  # the later layers' weights are not loaded
+        with _quiet_transformers():
+            base = AutoModel.from_pretrained(config.encoder, **kwargs)
         lora = LoraConfig(
             r=config.lora_r,
             lora_alpha=config.lora_alpha,
@@ -414,7 +441,9 @@ class TokenSelector:
         out: list[list[float]] = [[] for _ in views]
         todo = [k for k, v in enumerate(views) if v.units]
         was_training = self.net.training
-        self.net.eval()
+        if was_training:  # walking every module to flip the flag costs ~0.5 ms: only when needed
+            self.net.eval()
+        self.net.merge_adapters()
         try:
             with torch.inference_mode():
                 for start in range(0, len(todo), batch_size):
@@ -425,7 +454,8 @@ class TokenSelector:
                     for row, (k, it) in enumerate(zip(chunk, items)):
                         out[k] = scores[row, : it["n_units"]].tolist()
         finally:
-            self.net.train(was_training)
+            if was_training:
+                self.net.train()
         return out
 
     def __call__(self, view: ReasoningView) -> list[float]:
@@ -576,6 +606,19 @@ class TokenSelector:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """Loading only the first layers of an encoder leaves weights unused on purpose: no warning."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 def _model_key(name: str) -> str:

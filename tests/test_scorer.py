@@ -90,7 +90,8 @@ def test_encoder_round_trip_with_adapter(tmp_path, tiny_bert_dir, views):
     assert any("lora_" in n for n in trainable)
     assert not any(n.startswith("encoder.") and "lora_" not in n for n in trainable)  # base stays frozen
     _randomize(selector)
-    before = selector.score_views(views)
+    a = {k: v.clone() for k, v in selector.net.state_dict().items()}
+    before = selector.score_views(views)  # scoring folds LoRA into the encoder (see next test)
     out = selector.save_pretrained(tmp_path / "enc-ckpt")
     assert sorted(p.name for p in out.iterdir()) == [
         "README.md",
@@ -101,13 +102,49 @@ def test_encoder_round_trip_with_adapter(tmp_path, tiny_bert_dir, views):
     ]
     assert not any(k.startswith("encoder.") for k in load_file(out / "model.safetensors"))
     loaded = TokenSelector.from_pretrained(out)
-    a, b = selector.net.state_dict(), loaded.net.state_dict()
+    b = loaded.net.state_dict()
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
     after = loaded.score_views(views)
     for x, y in zip(before, after):
         assert torch.allclose(torch.tensor(x), torch.tensor(y), atol=1e-5)
+
+
+def test_merged_adapters_score_alike_and_unmerge_for_training(tiny_bert_dir, views):
+    selector = TokenSelector(ScorerConfig(backbone="encoder", encoder=str(tiny_bert_dir), d_model=32))
+    _randomize(selector)
+    weights = {k: v.clone() for k, v in selector.net.state_dict().items()}
+    batch = selector.collate([selector.featurize(v) for v in views])
+    selector.net.eval()
+    with torch.no_grad():
+        unmerged = selector.net(batch)
+    merged = selector.score_views(views)
+    assert selector.net.adapters_merged
+    for row, scores in zip(unmerged, merged):
+        assert torch.allclose(row[: len(scores)], torch.tensor(scores), atol=1e-5)
+    selector.net.train()
+    selector.net(batch).sum().backward()  # a training step takes the adapters back out first
+    assert not selector.net.adapters_merged
+    assert any(p.grad is not None for n, p in selector.net.named_parameters() if "lora_" in n)
+    for key, value in selector.net.state_dict().items():
+        assert torch.allclose(value, weights[key], atol=1e-6), key
+
+
+def test_encoder_layers_keeps_the_first_layers(tmp_path, tiny_bert_dir, views):
+    full = TokenSelector(ScorerConfig(backbone="encoder", encoder=str(tiny_bert_dir), d_model=32))
+    config = ScorerConfig(backbone="encoder", encoder=str(tiny_bert_dir), d_model=32, encoder_layers=1)
+    short = TokenSelector(config)
+    layers = {n.split(".layer.")[1].split(".")[0] for n, _ in short.net.named_parameters() if ".layer." in n}
+    assert layers == {"0"} and len(list(full.net.parameters())) > len(list(short.net.parameters()))
+    _randomize(short)
+    before = short.score_views(views)
+    loaded = TokenSelector.from_pretrained(short.save_pretrained(tmp_path / "short"))
+    assert loaded.config.encoder_layers == 1
+    for x, y in zip(before, loaded.score_views(views)):
+        assert torch.allclose(torch.tensor(x), torch.tensor(y), atol=1e-5)
+    with pytest.raises(ValueError, match="has 2 layers"):
+        TokenSelector(ScorerConfig(backbone="encoder", encoder=str(tiny_bert_dir), encoder_layers=9))
 
 
 def test_encoder_windows_cover_long_reasoning(tiny_bert_dir):

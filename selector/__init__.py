@@ -45,6 +45,9 @@ _EXPORTS = {
     "Relay": "relay",
     "RelayConfig": "relay",
     "RelayResult": "relay",
+    # evaluation
+    "EvalConfig": "evaluation",
+    "run_eval": "evaluation",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -22,4 +22,4 @@ def test_console_script_help_lists_every_command():
     from selector.cli import COMMANDS, main
 
     assert main(["--help"]) == 0
-    assert {"reason", "label", "train", "infer", "profile"} <= set(COMMANDS)
+    assert {"reason", "label", "train", "infer", "demo", "eval", "profile"} <= set(COMMANDS)

@@ -99,11 +99,17 @@ def run_command(entry: Callable[[], object], prog: str) -> int:
         print(f"{prog}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(
-            f"\n{prog}: interrupted; finished work is saved, run the same command to resume", file=sys.stderr
-        )
-        return 130
+        return _interrupted(prog)
+    except SystemExit as err:
+        if isinstance(err.__context__, KeyboardInterrupt):  # Lightning turns Ctrl-C into exit(1)
+            return _interrupted(prog)
+        raise
     return 0
+
+
+def _interrupted(prog: str) -> int:
+    print(f"\n{prog}: interrupted; finished work is saved, run the same command to resume", file=sys.stderr)
+    return 130
 
 
 def reason_config(path: str):

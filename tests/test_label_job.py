@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from selector.agents import Agent
-from selector.cli import main
+from selector.cli import main, run_command
 from selector.shards import ShardWriter, read_records, shard_files
 from training.label_job import LabelConfig, run_label
 
@@ -133,6 +133,13 @@ def test_killed_job_resumes_to_the_uninterrupted_result(traces_dir, lm, tiny_lm_
         assert b[key]["labels"] == pytest.approx(a[key]["labels"], abs=1e-5)
         assert b[key]["f_all"] == pytest.approx(a[key]["f_all"], abs=1e-5)
         assert b[key]["unit_starts"] == a[key]["unit_starts"]
+
+
+def test_ctrl_c_in_the_lightning_job_says_how_to_resume(traces_dir, lm, tiny_lm_dir, tmp_path, capsys):
+    config = _config(traces_dir, tiny_lm_dir, tmp_path / "out")
+    body = lambda: run_label(config, agent=lm, callbacks=[KillAfterFirstShard()])  # noqa: E731
+    assert run_command(body, "tokenrelay label") == 130
+    assert "run the same command to resume" in capsys.readouterr().err
 
 
 def test_bad_traces_are_reported(tmp_path, tiny_lm_dir, capsys):

@@ -11,9 +11,9 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
-from .relay import STAGES, RelayResult
+from .relay import STAGES, RelayResult, StageStats
 
-__all__ = ["condition_metrics", "markdown_table", "pareto_front", "write_outputs"]
+__all__ = ["condition_metrics", "markdown_table", "output_tokens", "pareto_front", "write_outputs"]
 
 
 # --------------------------------------------------------------------------- metrics
@@ -22,6 +22,15 @@ __all__ = ["condition_metrics", "markdown_table", "pareto_front", "write_outputs
 def _mean(values) -> float | None:
     values = [v for v in values if v is not None]
     return statistics.fmean(values) if values else None
+
+
+def output_tokens(r: RelayResult) -> int:
+    """Tokens of the generation that gave the final answer (what the user waits to be written)."""
+    if "large_prefill" in r.stages:
+        return r.stages["large_prefill"].new_tokens + r.stages.get("large_decode", StageStats()).new_tokens
+    if r.path == "direct" and "large_direct" in r.stages:
+        return r.stages["large_direct"].new_tokens
+    return r.stages["small_reasoning"].new_tokens if "small_reasoning" in r.stages else 0
 
 
 def condition_metrics(
@@ -53,6 +62,7 @@ def condition_metrics(
         "transfer_rate": len(transferred) / n if relay else None,
         "transferred_tokens": statistics.fmean(r.transfer_tokens for r in results),
         "transfer_ratio": _mean([r.transfer_tokens / r.reasoning_tokens for r in transferred if r.reasoning_tokens]),
+        "output_tokens": statistics.fmean(output_tokens(r) for r in results),
         "latency": {s: statistics.fmean(r.stages[s].seconds if s in r.stages else 0.0 for r in results) for s in STAGES},
         "end_to_end": statistics.fmean(r.latency_s for r in results),
     }  # fmt: skip
@@ -84,6 +94,7 @@ COLUMNS = (
     ("transfer_rate", "transfer rate", "pct"),
     ("transferred_tokens", "transferred tokens", "f1"),
     ("transfer_ratio", "share of reasoning", "pct"),
+    ("output_tokens", "output tokens", "f1"),
 )
 
 
@@ -115,7 +126,7 @@ def markdown_table(result: dict) -> str:
 def _csv_text(rows: Sequence[dict]) -> str:
     keys = ["condition", "title", "kind", "selector", "budget", "gate", "n", "accuracy", "leakage",
             "accuracy_no_leak", "no_leak_n", "gold_logprob", "gain_recovered", "gain_n", "transfer_rate",
-            "transferred_tokens", "transfer_ratio"]  # fmt: skip
+            "transferred_tokens", "transfer_ratio", "output_tokens"]  # fmt: skip
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(keys + [f"latency_{s}" for s in STAGES] + ["end_to_end"])

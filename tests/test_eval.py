@@ -108,6 +108,8 @@ def test_cli_writes_every_output_with_a_row_per_condition(
         result["mean_f_none"]
     )
     own = rows["large_reasoning"]
+    assert 1 <= own["output_tokens"] <= 8 and 1 <= rows["small_reasoning"]["output_tokens"] <= 10
+    assert 1 <= rows["large_direct"]["output_tokens"] <= 3
     assert (
         own["latency"]["large_prefill"] > 0
         and own["latency"]["small_reasoning"] == 0

@@ -36,10 +36,12 @@ def predict_stage(name: str, stats: dict, costs: dict[str, CostModel]) -> float:
     cost = costs[STAGE_MODELS[name]]
     if name == "large_prefill":
         return cost.prefill(stats["prompt_tokens"])
+    # The first token comes with the prefill, the rest are decode steps, plus one step for the
+    # end-of-sequence token: the measured time includes it, the token counts do not (a generation
+    # cut at its cap is over-predicted by that one step).
     if name == "large_decode":
-        return cost.decode(stats["new_tokens"])
-    # generation stages: the first token comes with the prefill, the rest are decode steps
-    return cost.prefill(stats["prompt_tokens"]) + cost.decode(max(0, stats["new_tokens"] - 1))
+        return cost.decode(stats["new_tokens"] + 1)
+    return cost.prefill(stats["prompt_tokens"]) + cost.decode(stats["new_tokens"])
 
 
 def compare(records: list[dict], costs: dict[str, CostModel]) -> dict:

@@ -21,13 +21,13 @@ def _stage(seconds, prompt_tokens, new_tokens):
 
 def _records(scale: float) -> list[dict]:
     """A relay record and a large-direct record whose times are ``scale`` x the cost models'."""
-    direct = _stage(scale * (0.2 + 0.03 * 50 + 0.5 * 2), 50, 3)
+    direct = _stage(scale * (0.2 + 0.03 * 50 + 0.5 * 3), 50, 3)  # 3 tokens + end-of-sequence
     relay_stages = {
         "large_direct": direct,
-        "small_reasoning": _stage(scale * (0.1 + 0.01 * 40 + 0.2 * 99), 40, 100),
+        "small_reasoning": _stage(scale * (0.1 + 0.01 * 40 + 0.2 * 100), 40, 100),
         "selection": _stage(0.004, 0, 0),  # the selector's time: not predicted
         "large_prefill": _stage(scale * (0.2 + 0.03 * 80), 80, 1),
-        "large_decode": _stage(scale * 0.5 * 4, 0, 4),
+        "large_decode": _stage(scale * 0.5 * 5, 0, 4),
     }
     return [
         {"id": "q1", "condition": "large_direct", "stages": {"large_direct": direct}},
@@ -42,7 +42,7 @@ def test_exact_cost_models_predict_exactly():
             assert row["ratio"] == pytest.approx(1.0) and row["within_20pct"] == 1.0
     assert set(result["stages"]) == {"large_direct", "small_reasoning", "large_prefill", "large_decode"}
     assert result["stages"]["large_direct"]["n"] == 1  # shared by two conditions, counted once
-    assert predict_stage("large_decode", _stage(0, 0, 4), COSTS) == pytest.approx(2.0)
+    assert predict_stage("large_decode", _stage(0, 0, 4), COSTS) == pytest.approx(2.5)
 
 
 def test_slower_measurements_fall_outside_the_tolerance():

@@ -61,6 +61,9 @@ class ModelSpec:
     def __post_init__(self) -> None:
         if self.config is None and self.hidden_size % self.num_heads:
             raise ValueError(f"{self.name}: hidden_size {self.hidden_size} is not divisible by num_heads")
+
+    def check_config_exists(self) -> None:
+        """Checked when a run starts (not when the YAML is read, so configs load anywhere)."""
         if self.config is not None and not Path(self.config).exists():
             raise FileNotFoundError(f"{self.name}: config {self.config!r} does not exist")
 
@@ -118,6 +121,7 @@ def build_random_model(spec: ModelSpec, dtype: torch.dtype = torch.float32):
     """A causal LM (or the text part of a vision-language model) with random weights."""
     from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig
 
+    spec.check_config_exists()
     if spec.config is not None:
         path = Path(spec.config)
         config = AutoConfig.from_pretrained(path.parent if path.is_file() else path)
@@ -274,6 +278,8 @@ class ProfileCommand:
 
 def run_profile(command: ProfileCommand) -> list[dict]:
     """Profile both models, write cost models, the prediction table and a plot; return the table."""
+    for spec in (command.small, command.large):
+        spec.check_config_exists()  # both, before minutes of timing the first
     out = Path(command.out)
     out.mkdir(parents=True, exist_ok=True)
     costs, raw = {}, {}

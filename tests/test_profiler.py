@@ -7,7 +7,15 @@ import json
 import pytest
 
 from selector.cli import main
-from selector.profiler import CostModel, ModelSpec, predict_large_reasoning, predict_relay
+from selector.profiler import (
+    CostModel,
+    ModelSpec,
+    ProfileCommand,
+    build_random_model,
+    predict_large_reasoning,
+    predict_relay,
+    run_profile,
+)
 
 
 def test_profile_command_writes_costs_table_and_plot(tmp_path, tiny_lm_dir):
@@ -47,7 +55,11 @@ def test_predictions_follow_the_cost_model():
 
 
 def test_bad_specs_are_errors(tmp_path):
+    missing = ModelSpec(name="x", config=str(tmp_path / "missing"))  # a YAML loads anywhere...
     with pytest.raises(FileNotFoundError, match="missing"):
-        ModelSpec(name="x", config=str(tmp_path / "missing"))
+        build_random_model(missing)  # ...and a run names the missing config
+    with pytest.raises(FileNotFoundError, match="missing"):
+        run_profile(ProfileCommand(small=ModelSpec(name="s"), large=missing, out=str(tmp_path / "p")))
+    assert not (tmp_path / "p").exists()
     with pytest.raises(ValueError, match="divisible"):
         ModelSpec(name="x", hidden_size=30, num_heads=4)

@@ -40,3 +40,22 @@ def arithmetic_jsonl(tmp_path):
     path = tmp_path / "examples.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+@pytest.fixture()
+def one_thread():
+    """Tiny models on a shared 2-core machine: extra torch threads only contend (up to 10x slower)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def small_tok(tiny_lm_dir):
+    """The tiny chat model's tokenizer."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_lm_dir)

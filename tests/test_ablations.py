@@ -8,8 +8,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import torch
-from transformers import AutoTokenizer
 
 from scripts import ablate_gate, ablate_labelers, ablate_scorer
 from selector.agents import Agent
@@ -24,18 +22,7 @@ ABLATIONS = Path(__file__).parent.parent / "configs" / "ablations"
 TRAIN_YAML = str(Path(__file__).parent.parent / "configs" / "train.yaml")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared machine: extra threads only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def small_tok(tiny_lm_dir):
-    return AutoTokenizer.from_pretrained(tiny_lm_dir)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

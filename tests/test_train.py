@@ -10,7 +10,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from torchmetrics.functional import spearman_corrcoef
-from transformers import AutoTokenizer
 
 from selector.cli import main as tokenrelay
 from selector.data import DataError
@@ -30,18 +29,7 @@ from training.module import (
 CONFIGS = Path(__file__).parent.parent / "configs"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: extra threads only contend (10x slower here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def small_tok(tiny_lm_dir):
-    return AutoTokenizer.from_pretrained(tiny_lm_dir)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _write(path: Path, records: list[dict]) -> Path:

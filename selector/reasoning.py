@@ -138,16 +138,25 @@ def answer_free_length(tokenizer, token_ids: Sequence[int], text: str) -> tuple[
     is at a token boundary, so the kept text is exactly ``decode(token_ids[:k])`` and the token
     signals (log-probs, hidden states) of the kept tokens still line up with it.
     """
+    k, kept, _ = _cut_answer_line(tokenizer, token_ids, text)
+    return k, kept
+
+
+def _cut_answer_line(
+    tokenizer, token_ids: Sequence[int], text: str
+) -> tuple[int, str, list[tuple[int, int]] | None]:
+    """``answer_free_length`` plus the kept tokens' character spans when it had to compute them
+    (spans are decoded prefix by prefix, so the first k of the whole reasoning's are the kept ones')."""
     match = FINAL_ANSWER_LINE_RE.search(text)
     if match is None:
-        return len(token_ids), text
+        return len(token_ids), text, None
     decoded, spans = spans_from_token_ids(tokenizer, token_ids)
     if decoded != text:
         raise ValueError("the reasoning text is not the decoding of its token ids; cannot cut it")
     k = sum(1 for _, end in spans if end <= match.start())
     while k > 0 and spans[k - 1][0] >= match.start():  # empty-span tokens after the cut
         k -= 1
-    return k, tokenizer.decode(list(token_ids[:k]), skip_special_tokens=True)
+    return k, tokenizer.decode(list(token_ids[:k]), skip_special_tokens=True), spans[:k]
 
 
 def view_from_generation(
@@ -166,11 +175,13 @@ def view_from_generation(
     Unless ``keep_answer_line``, the final answer line is cut first (see ``answer_free_length``),
     exactly as ``tokenrelay reason`` cuts it from the traces the selector was trained on.
     """
-    k = len(token_ids)
+    k, spans = len(token_ids), None
     if not keep_answer_line:
-        k, text = answer_free_length(tokenizer, token_ids, text)
+        k, text, spans = _cut_answer_line(tokenizer, token_ids, text)
     ids = list(token_ids[:k])
-    decoded, spans = spans_from_token_ids(tokenizer, ids)
+    decoded = text
+    if spans is None:  # nothing was cut: decode the spans once here
+        decoded, spans = spans_from_token_ids(tokenizer, ids)
     return ReasoningView(
         question=question,
         reasoning=text,

@@ -1,8 +1,10 @@
-"""Scorer ablations: backbone (hidden / encoder), unit granularity (token / word / sentence), loss.
+"""Scorer ablations: backbone (hidden / encoder), unit granularity (token / word / sentence), loss, head.
 
     python -m scripts.ablate_scorer --config configs/ablations/scorer_backbone.yaml
     python -m scripts.ablate_scorer --config configs/ablations/scorer_granularity.yaml
     python -m scripts.ablate_scorer --config configs/ablations/scorer_loss.yaml
+    python -m scripts.ablate_scorer --config configs/ablations/scorer_head.yaml
+    python -m scripts.ablate_scorer --config configs/ablations/scorer_encoder_layers.yaml
 
 One selector is trained per value of the ablated ``axis`` with the training command's own pieces
 (``training.train_cli.TrainCLI`` over ``train_config``: the same SelectorModule, TraceDataModule,
@@ -47,6 +49,8 @@ AXES = {
     "backbone": ("hidden", "encoder"),
     "granularity": GRANULARITIES,
     "loss": ("listwise", "pairwise", "bce_top_q"),
+    "head": ("transformer", "mlp"),
+    "encoder_layers": ("1", "2", "3", "4", "5", "6"),  # encoder backbone: how many of its layers run
 }
 
 
@@ -55,17 +59,17 @@ class ScorerAblationConfig:
     """Scorer ablation: train one selector per value of one axis, everything else fixed."""
 
     axis: str = "loss"
-    """What varies: backbone (hidden | encoder), granularity (token | word | sentence) or loss (listwise | pairwise | bce_top_q)."""
+    """What varies: backbone (hidden | encoder), granularity (token | word | sentence), loss (listwise | pairwise | bce_top_q), head (transformer | mlp: units attend to each other, or are scored each alone) or encoder_layers (1-6: the encoder backbone cut to its first N layers; quality vs inference ms)."""
     values: list[str] | None = None
     """The axis values to compare (null: all of them)."""
     train_config: str = "configs/train.yaml"
     """The `tokenrelay train` YAML every variant starts from (model, data, trainer settings)."""
     data: str | None = None
-    """Labelled traces for the backbone and loss axes (null: the train config's data.data)."""
+    """Labelled traces for the backbone, loss, head and encoder_layers axes (null: the train config's data.data)."""
     labels: dict[str, str] = field(default_factory=dict)
     """granularity axis: one labelled-traces folder per granularity (`tokenrelay label --units G`)."""
     encoder: str | None = None
-    """backbone axis: the text encoder of the encoder variant (null: the train config's model.scorer.encoder)."""
+    """backbone and encoder_layers axes: the text encoder (null: the train config's model.scorer.encoder)."""
     overrides: dict[str, Any] = field(default_factory=dict)
     """Settings for every variant, as `tokenrelay train` options without dashes (e.g. trainer.max_epochs: 10)."""
     variant_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -106,7 +110,12 @@ class ScorerAblationConfig:
             raise ValueError(f"variant_overrides for values that are not ablated: {extra}")
         for name, opts in [("overrides", self.overrides), *self.variant_overrides.items()]:
             for key in opts:
-                if key.startswith("-") or key in ("config", "trainer.default_root_dir", "seed_everything"):
+                if key.startswith("-") or key in (
+                    "config",
+                    "trainer.default_root_dir",
+                    "release.dirpath",
+                    "seed_everything",
+                ):
                     raise ValueError(f"{name}: {key!r} is set by the ablation itself (or has dashes)")
         if self.infer_traces < 1 or self.infer_repeats < 1:
             raise ValueError("infer_traces and infer_repeats must be >= 1")
@@ -123,6 +132,13 @@ class ScorerAblationConfig:
         elif self.axis == "granularity":
             axis["data.data"] = self.labels[value]
             axis["model.scorer.granularity"] = value
+        elif self.axis == "head":
+            axis["model.scorer.head"] = value
+        elif self.axis == "encoder_layers":
+            axis["model.scorer.backbone"] = "encoder"
+            axis["model.scorer.encoder_layers"] = int(value)
+            if self.encoder is not None:
+                axis["model.scorer.encoder"] = self.encoder
         else:
             axis["model.loss"] = value
         opts = {
@@ -132,6 +148,9 @@ class ScorerAblationConfig:
             **axis,
             **self.variant_overrides.get(value, {}),
             "trainer.default_root_dir": str(root),
+            # each variant's release stays in its own folder, whatever the train config names
+            # (configs/demo_train.yaml releases into checkpoints/demo/selector)
+            "release.dirpath": str(root / "selector"),
         }
         args = ["--config", self.train_config, "--seed_everything", str(self.seed)]
         for key, v in opts.items():

@@ -9,7 +9,9 @@ and reports: Spearman against loo; large-model forward passes and wall time per 
 recovered at 25%" = (f(kept) - f(none)) / (f(all) - f(none)) when each labeler's own top units are
 kept up to 25% of the reasoning tokens (``selector.selection.select_units``), beside random units at
 the same budget; and how often the kept units contain the gold answer (leakage). It also measures
-batched + prefix-reused scoring against one mask at a time on one trace.
+the scoring throughput on one trace (``--throughput-only`` measures just that): one mask at a time
+vs ``Agent.score``'s prefix-tree walk (batch 1, and batches of ``--batch-size``), for random
+ablation masks and for leave-one-out masks.
 
 Everything is resumable: every f(S) is cached on disk per (trace id, granularity, mask) with the
 time it cost, and per-trace results are saved, so a killed run loses at most one batch. Ablation
@@ -223,34 +225,72 @@ def _labeler_names(args) -> list[str]:
     return names
 
 
+THROUGHPUT_STRATEGIES = (
+    # name, masks per forward pass (None: --batch-size), reuse the prefix (and the masks' shared starts)
+    ("one_at_a_time", 1, False),
+    ("prefix_tree", 1, True),
+    ("batched_prefix_tree", None, True),
+)
+
+
+def _loo_masks(n: int) -> list[list[bool]]:
+    return [[True] * n, [False] * n] + [[j != i for j in range(n)] for i in range(n)]
+
+
 def throughput(agent, record, args, out: Path) -> dict:
-    """Batched + prefix-reused scoring vs one mask at a time: same trace, same masks (word units)."""
+    """Prefix-shared scoring vs one mask at a time, on one trace, for two mask sets: the ablation
+    labeler's random masks (word units) and the loo labeler's leave-one-out masks (sentence units)."""
     path = out / "throughput.json"
     if path.exists():
-        return json.loads(path.read_text())
-    item = _item(record, "word", agent)  # word units: enough of them for distinct masks
-    masks = draw_masks(len(item.units), args.throughput_masks, args.keep_prob, args.seed, item.id).tolist()
-    TransferScorer(agent, item)([masks[0]])  # warm-up
-    result = {"id": item.id, "masks": len(masks), "n_units": len(item.units)}
-    result["unique_masks"] = len({mask_key(m) for m in masks})  # duplicates are scored once either way
-    values = {}
-    for name, bs, reuse in (("batched_prefix", args.batch_size, True), ("one_at_a_time", 1, False)):
-        scorer = TransferScorer(agent, item, batch_size=bs, reuse_prefix=reuse)  # fresh cache: all scored
-        start = time.perf_counter()
-        values[name] = scorer(masks)
-        result[f"{name}_seconds"] = time.perf_counter() - start
-        result[f"{name}_forward_passes"] = scorer.forward_passes
-    result["speedup"] = result["one_at_a_time_seconds"] / result["batched_prefix_seconds"]
-    result["max_abs_diff"] = max(
-        abs(a - b) for a, b in zip(values["batched_prefix"], values["one_at_a_time"])
-    )
-    prefix, rest = TransferScorer(agent, item).prompt([True] * len(item.units)).as_pair()
-    result["prefix_tokens"], result["full_rest_tokens"] = (
-        len(agent.encode_text(prefix)),
-        len(agent.encode_text(rest)),
-    )
+        done = json.loads(path.read_text())
+        if "sets" in done:
+            return done
+    word = _item(record, "word", agent)
+    sentence = _item(record, "sentence", agent)
+    sets = {
+        "ablation_word": (
+            "word",
+            word,
+            draw_masks(len(word.units), args.throughput_masks, args.keep_prob, args.seed, word.id).tolist(),
+        ),
+        "loo_sentence": ("sentence", sentence, _loo_masks(len(sentence.units))),
+    }
+    result = {"id": word.id, "batch_size": args.batch_size, "sets": {}}
+    for set_name, (units, item, masks) in sets.items():
+        TransferScorer(agent, item)([masks[0]])  # warm-up
+        row = {"units": units, "n_units": len(item.units), "masks": len(masks)}
+        row["unique_masks"] = len({mask_key(m) for m in masks})  # duplicates are scored once either way
+        prefix, rest = TransferScorer(agent, item).prompt([True] * len(item.units)).as_pair()
+        row["prefix_tokens"], row["full_rest_tokens"] = (
+            len(agent.encode_text(prefix)),
+            len(agent.encode_text(rest)),
+        )
+        values = {}
+        for name, bs, reuse in THROUGHPUT_STRATEGIES:
+            scorer = TransferScorer(agent, item, batch_size=bs or args.batch_size, reuse_prefix=reuse)
+            start = time.perf_counter()
+            values[name] = scorer(masks)  # fresh cache: every mask is scored
+            row[f"{name}_seconds"] = time.perf_counter() - start
+            row[f"{name}_forward_passes"] = scorer.forward_passes
+            print(f"throughput {set_name} {name}: {row[f'{name}_seconds']:.1f}s", flush=True)
+        base = values["one_at_a_time"]
+        for name, _, _ in THROUGHPUT_STRATEGIES[1:]:
+            row[f"{name}_speedup"] = row["one_at_a_time_seconds"] / row[f"{name}_seconds"]
+            row[f"{name}_max_abs_diff"] = max(abs(a - b) for a, b in zip(values[name], base))
+        result["sets"][set_name] = row
     _write_json(path, result)
     return result
+
+
+def print_throughput(t: dict) -> None:
+    for set_name, row in t["sets"].items():
+        parts = [f"one at a time {row['one_at_a_time_seconds']:.1f}s"]
+        for name, _, _ in THROUGHPUT_STRATEGIES[1:]:
+            parts.append(
+                f"{name} {row[f'{name}_seconds']:.1f}s ({row[f'{name}_speedup']:.2f}x, "
+                f"max |diff| {row[f'{name}_max_abs_diff']:.1e})"
+            )
+        print(f"throughput {set_name} ({row['masks']} masks): " + ", ".join(parts), flush=True)
 
 
 def _mean(xs):
@@ -324,6 +364,9 @@ def main(argv=None) -> int:
     parser.add_argument("--random-draws", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=16, help="masks per forward pass")
     parser.add_argument("--throughput-masks", type=int, default=16, help="0 skips the throughput check")
+    parser.add_argument(
+        "--throughput-only", action="store_true", help="screen, measure the throughput, skip the labelers"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--device", default="auto")
@@ -335,7 +378,8 @@ def main(argv=None) -> int:
     if report is None:
         print("no trace qualifies: nothing to benchmark", file=sys.stderr)
         return 1
-    print_table(report["table"], args.budget)
+    if "table" in report:
+        print_table(report["table"], args.budget)
     return 0
 
 
@@ -370,13 +414,10 @@ def run(args, agent=None, progress: bool = True) -> dict | None:
     report = {"args": {k: v for k, v in vars(args).items()}, "qualifying": [r["id"] for r in chosen]}
     if args.throughput_masks:
         report["throughput"] = throughput(agent, chosen[0], args, out)
-        t = report["throughput"]
-        print(
-            f"throughput ({t['masks']} masks): batched+prefix {t['batched_prefix_seconds']:.1f}s, "
-            f"one at a time {t['one_at_a_time_seconds']:.1f}s, speedup {t['speedup']:.2f}x "
-            f"(max |diff| {t['max_abs_diff']:.2e})",
-            flush=True,
-        )
+        print_throughput(report["throughput"])
+    if getattr(args, "throughput_only", False):
+        _write_json(out / "throughput_report.json", report)
+        return report
     results = []
     with progress_bar(disable=not progress) as bar:
         task = bar.add_task("labelers per trace", total=len(args.units) * len(chosen))

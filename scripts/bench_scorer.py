@@ -149,6 +149,11 @@ def main() -> None:
     parser.add_argument("--train-batch", type=int, default=16)
     parser.add_argument("--train-units", type=int, default=64)
     parser.add_argument("--train-steps", type=int, default=10)
+    parser.add_argument(
+        "--heads",
+        default="mlp,transformer",
+        help="hidden backbone heads to time (comma list): transformer (units attend to each other), mlp",
+    )
     parser.add_argument("--skip-encoder", action="store_true")
     parser.add_argument(
         "--encoder-layers",
@@ -176,8 +181,12 @@ def main() -> None:
         args.answer_prompt_tokens / args.large_prefill_tok_s + args.answer_tokens / args.large_decode_tok_s
     )
     reason_s = args.reason_tokens / args.large_decode_tok_s
+    heads = [h.strip() for h in args.heads.split(",") if h.strip()]
     selectors = {
-        "hidden": TokenSelector(ScorerConfig(hidden_layer=-1, hidden_size=args.hidden_size)),
+        f"hidden ({head} head)": TokenSelector(
+            ScorerConfig(hidden_layer=-1, hidden_size=args.hidden_size, head=head)
+        )
+        for head in heads
     }
     if not args.skip_encoder:
         selectors["encoder"] = TokenSelector(
@@ -213,7 +222,7 @@ def main() -> None:
                 "share_of_large_reasoning": total / 1000 / reason_s,
                 "train_traces_per_s": throughput,
                 "trainable_params": sum(p.numel() for p in selector.net.parameters() if p.requires_grad),
-                "target_ms": 2.0 if name == "hidden" else 40.0,
+                "target_ms": 2.0 if name.startswith("hidden") else 40.0,
             }
         )
     result = {
@@ -227,11 +236,11 @@ def main() -> None:
         "train_units": args.train_units,
         "rows": rows,
     }
-    header = f"{'backbone':<9} {'ms/trace':>9} {'(min)':>7} {'features':>9} {'forward':>9} {'target':>7} {'% answer':>9} {'% reason':>9} {'train tr/s':>11}"
+    header = f"{'backbone':<20} {'ms/trace':>9} {'(min)':>7} {'features':>9} {'forward':>9} {'target':>7} {'% answer':>9} {'% reason':>9} {'train tr/s':>11}"
     print(header)
     for r in rows:
         print(
-            f"{r['backbone']:<9} {r['ms_per_trace']:>9.2f} {r['ms_per_trace_min']:>7.2f} {r['ms_features']:>9.2f} {r['ms_forward']:>9.2f} "
+            f"{r['backbone']:<20} {r['ms_per_trace']:>9.2f} {r['ms_per_trace_min']:>7.2f} {r['ms_features']:>9.2f} {r['ms_forward']:>9.2f} "
             f"{r['target_ms']:>7.0f} {100 * r['share_of_large_answer']:>8.3f}% {100 * r['share_of_large_reasoning']:>8.4f}% "
             f"{r['train_traces_per_s']:>11.1f}"
         )

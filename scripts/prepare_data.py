@@ -59,7 +59,9 @@ def reasoning_gym_rows(
 ) -> list[dict[str, Any]]:
     """Rows {id, question, answer, task[, solution]} for items offset..offset+n-1 of a seeded task.
 
-    Items depend only on (seed, index), so different offsets give disjoint, stable splits.
+    Items depend only on (seed, index), so different offsets give disjoint, stable splits. Different
+    seeds do not: reasoning-gym seeds item i with seed + i, so item i of seed s is item i - 1 of seed
+    s + 1 (a training set drawn with seed 2 holds most of an evaluation set drawn with seed 1).
     """
     rg, registry = _import_reasoning_gym()
     if task not in registry:
@@ -151,7 +153,13 @@ def build_parser() -> argparse.ArgumentParser:
     rg = sub.add_parser("reasoning-gym", help="generate problems with reasoning-gym")
     rg.add_argument("--task", default="gsm_symbolic", help="task name (see list-tasks)")
     rg.add_argument("--n", type=int, default=100, help="number of problems")
-    rg.add_argument("--seed", type=int, default=0, help="generator seed (part of every id)")
+    rg.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="generator seed (part of every id); nearby seeds share items (item i of seed s = item "
+        "i-1 of seed s+1): make splits with one seed and --offset",
+    )
     rg.add_argument("--offset", type=int, default=0, help="first item index; use for disjoint splits")
     rg.add_argument("--config", action="append", default=[], metavar="KEY=VALUE", help="task option")
     rg.add_argument("--out", type=Path, required=True, help="output .jsonl file")

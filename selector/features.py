@@ -103,18 +103,19 @@ def pool_per_unit(
         index = unit_of_token.to(device=values.device, dtype=torch.long)
     else:
         index = torch.as_tensor(list(unit_of_token), dtype=torch.long, device=values.device)
-    keep = index >= 0
-    if not bool(keep.all()):
-        values, index = values[keep], index[keep]
-    out = values.new_zeros(n_units, values.shape[1])
+    # Tokens in no unit go to a spare last row that is dropped: cheaper than filtering them out
+    # (a boolean-mask copy of all token rows costs more than the pooling itself on CPU).
+    index = torch.where(index >= 0, index, n_units)
+    out = values.new_zeros(n_units + 1, values.shape[1])
     if pooling == "mean":
         out.index_add_(0, index, values)
-        counts = torch.bincount(index, minlength=n_units).clamp(min=1).to(values.dtype)
-        return out / counts[:, None]
+        counts = torch.bincount(index, minlength=n_units + 1)[:n_units].clamp(min=1).to(values.dtype)
+        return out[:n_units].div_(counts[:, None])
     if pooling == "max":
         out.fill_(float("-inf"))
         out.index_reduce_(0, index, values, "amax", include_self=True)
-        return torch.where(torch.isinf(out), torch.zeros_like(out), out)
+        out = out[:n_units]
+        return out.masked_fill_(torch.isinf(out), 0.0)
     raise ValueError(f"unknown pooling {pooling!r}; expected 'mean' or 'max'")
 
 

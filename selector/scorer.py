@@ -71,8 +71,9 @@ class ScorerConfig:
     """hidden (small-model hidden states + cheap features) or encoder (text encoder + LoRA)."""
     granularity: str = "sentence"
     """Units it scores: token, word or sentence (must match the labelled traces)."""
-    head: str = "transformer"
-    """Head over the units of a trace: transformer (units attend to each other) or mlp (each alone)."""
+    head: str = "mlp"
+    """Head over the units of a trace: mlp (each unit alone: as good as transformer in the head
+    ablation, 1.4-2x cheaper) or transformer (units attend to each other)."""
     d_model: int = 64
     """Width of the head."""
     head_layers: int = 1
@@ -389,6 +390,9 @@ class TokenSelector:
             scalars[i, :n] = it["scalars"]
         batch = {"unit_mask": mask, "scalars": scalars}
         if self.config.backbone == "hidden":
+            if b == 1 and items[0]["n_units"] == u:  # one trace (inference): no padded copy
+                batch["unit_hidden"] = items[0]["unit_hidden"][None]
+                return batch
             hidden = torch.zeros(b, u, self.config.hidden_size)
             for i, it in enumerate(items):
                 hidden[i, : it["n_units"]] = it["unit_hidden"]

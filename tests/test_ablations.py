@@ -146,6 +146,47 @@ def test_scorer_backbone_ablation_hidden_vs_encoder(tmp_path, records, tiny_lm_d
     _outputs(tmp_path / "out", "scorer_backbone")
 
 
+def test_scorer_head_ablation_transformer_vs_mlp(tmp_path, records, tiny_lm_dir):
+    config = _scorer_config(
+        "scorer_head.yaml", tmp_path / "out", tiny_lm_dir, data=_write(tmp_path / "labels", records)
+    )
+    # a train config that releases elsewhere (as the demo's does) must not receive the variants
+    elsewhere = tmp_path / "train_elsewhere.yaml"
+    elsewhere.write_text(
+        Path(TRAIN_YAML).read_text().replace("dirpath: null ", f"dirpath: {tmp_path / 'shipped'} ")
+    )
+    assert str(tmp_path / "shipped") in elsewhere.read_text()
+    summary = ablate_scorer.run_ablation(replace(config, train_config=str(elsewhere)), progress=False)
+    assert not (tmp_path / "shipped").exists()
+    _check_variants(summary, ["transformer", "mlp"])
+    saved = [json.loads((Path(v["release"]) / "config.json").read_text()) for v in summary["variants"]]
+    assert [s["scorer"]["head"] for s in saved] == ["transformer", "mlp"]
+    _outputs(tmp_path / "out", "scorer_head")
+
+
+def test_scorer_encoder_layers_ablation_cuts_the_encoder(tmp_path, records, tiny_lm_dir):
+    bert = make_tiny_bert(tmp_path / "tiny-bert")  # 2 layers
+    config = _scorer_config(
+        "scorer_encoder_layers.yaml",
+        tmp_path / "out",
+        tiny_lm_dir,
+        data=_write(tmp_path / "labels", records),
+        encoder=str(bert),
+        values=["1", "2"],
+    )
+    config = replace(config, overrides={**config.overrides, "model.scorer.max_length": 128})
+    summary = ablate_scorer.run_ablation(config, progress=False)
+    _check_variants(summary, ["1", "2"])
+    saved = [
+        json.loads((Path(v["release"]) / "config.json").read_text())["scorer"] for v in summary["variants"]
+    ]
+    assert [(s["backbone"], s["encoder_layers"], s["encoder"]) for s in saved] == [
+        ("encoder", 1, str(bert)),
+        ("encoder", 2, str(bert)),
+    ]
+    _outputs(tmp_path / "out", "scorer_encoder_layers")
+
+
 def test_scorer_granularity_ablation_reads_one_label_folder_per_granularity(
     tmp_path, records, small_tok, tiny_lm_dir
 ):

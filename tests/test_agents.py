@@ -94,6 +94,42 @@ def test_batched_and_prefix_reused_scores_equal_one_at_a_time(lm):
         assert a.target_tokens >= 1
 
 
+def _tokens_fed(agent, fn):
+    """Token positions run through the model while ``fn`` scores (the cost prefix sharing cuts)."""
+    fed = [0]
+
+    def hook(module, args, kwargs):
+        fed[0] += kwargs["input_ids"].numel()
+
+    handle = agent.model.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        return fn(), fed[0]
+    finally:
+        handle.remove()
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_prefix_tree_scoring_equals_one_at_a_time_and_encodes_shared_starts_once(lm, batch_size):
+    text = "Let x be 2 and y be 3 , then x plus y is 5 so the sum is 5 ."
+    words = text.split(" ")
+    # leave-one-out variants (each shares everything before its dropped word with the full text),
+    # the full text twice, nothing, and a text that is the start of another
+    variants = [" ".join(words)] * 2 + [
+        " ".join(w for j, w in enumerate(words) if j != i) for i in range(len(words))
+    ]
+    variants += ["", " ".join(words[:5])]
+    requests = [transfer_prompt(lm, "What is x + y?", v).as_pair() for v in variants]
+    target = answer_target("5")
+    one, plain = _tokens_fed(
+        lm, lambda: [lm.score([r], target, batch_size=1, reuse_prefix=False)[0] for r in requests]
+    )
+    tree, shared = _tokens_fed(lm, lambda: lm.score(requests, target, batch_size=batch_size))
+    for a, b in zip(one, tree):
+        assert b.logprob == pytest.approx(a.logprob, abs=1e-4)
+        assert b.token_logprobs == pytest.approx(a.token_logprobs, abs=1e-4)
+    assert shared < 0.6 * plain  # the question once, and each reasoning start once per branch
+
+
 def test_vlm_scores_with_image_prefix_reuse(vlm):
     image = Image.new("RGB", (40, 40), "red")
     requests = [

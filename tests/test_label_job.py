@@ -164,3 +164,11 @@ def test_bad_traces_are_reported(tmp_path, tiny_lm_dir, capsys):
     assert "method" in capsys.readouterr().err
     assert main(["label", "--traces", str(tmp_path / "none"), "--model", "x", "--out", str(out)]) == 2
     assert "none" in capsys.readouterr().err
+
+
+def test_score_batch_size_defaults_to_one_prompt_at_a_time_on_cpu(tmp_path):
+    auto = _config(tmp_path / "t", tmp_path / "m", tmp_path / "o", score_batch_size=None)
+    assert auto.labeler("cpu").batch_size == 1  # the prefix-tree walk: fastest on a CPU
+    assert auto.labeler("cuda").batch_size == 16
+    fixed = _config(tmp_path / "t", tmp_path / "m", tmp_path / "o", score_batch_size=4)
+    assert fixed.labeler("cpu").batch_size == fixed.labeler("cuda").batch_size == 4

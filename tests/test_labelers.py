@@ -131,16 +131,17 @@ def test_each_labeler_end_to_end_on_a_tiny_model(lm, units):
         assert res.f_all == pytest.approx(f_all, abs=1e-4) and res.f_none == pytest.approx(f_none, abs=1e-4)
         assert res.seconds > 0
     abl = results["ablation"]
-    # prefix once + batches of 4 (duplicate masks, likely with few units, are scored once)
-    assert abl.forward_passes == abl.nominal_passes <= score_passes(12, 4)
+    # prefix once + batches of 4, each with at most one more pass for the start its masks share
+    # (duplicate masks, likely with few units, are scored once)
+    assert abl.forward_passes <= abl.nominal_passes <= score_passes(12, 4)
     assert abl.fit_r2 is not None
     loo = results["loo"]
-    assert loo.forward_passes == score_passes(n + 2, 4)
+    assert score_passes(n + 2, 4) // 2 < loo.forward_passes <= score_passes(n + 2, 4)
     i = n // 2
     without = join_units(REASONING, item.units, [j != i for j in range(n)])
     f_wo = lm.score([transfer_prompt(lm, RECORD["question"], without).as_pair()], answer_target("5"))[0]
     assert loo.scores[i] == pytest.approx(f_all - f_wo.logprob, abs=1e-4)
-    assert results["gradient"].forward_passes == 1 + score_passes(2, 4)
+    assert results["gradient"].forward_passes <= 1 + score_passes(2, 4)
 
 
 def test_ablation_labels_are_deterministic(lm):
@@ -204,3 +205,21 @@ def test_bad_input_names_the_trace(tiny_lm_dir):
         get_labeler("shapley")
     with pytest.raises(ValueError, match="keep_prob"):
         AblationLabeler(keep_prob=1.0)
+
+
+def test_throughput_benchmark_compares_the_scoring_strategies_on_the_same_masks(lm, tmp_path):
+    from argparse import Namespace
+
+    from scripts.bench_labels import THROUGHPUT_STRATEGIES, throughput
+
+    args = Namespace(throughput_masks=6, keep_prob=0.5, seed=0, batch_size=4)
+    result = throughput(lm, RECORD, args, tmp_path)
+    assert (tmp_path / "throughput.json").exists()
+    assert set(result["sets"]) == {"ablation_word", "loo_sentence"}
+    loo = result["sets"]["loo_sentence"]
+    assert loo["masks"] == loo["n_units"] + 2
+    for row in result["sets"].values():
+        for name, _, _ in THROUGHPUT_STRATEGIES:
+            assert row[f"{name}_seconds"] > 0 and row[f"{name}_forward_passes"] >= 1
+        for name, _, _ in THROUGHPUT_STRATEGIES[1:]:
+            assert row[f"{name}_max_abs_diff"] < 1e-4 and row[f"{name}_speedup"] > 0

@@ -41,3 +41,11 @@ def test_easy_vqa_roundtrip(tmp_path):
 def test_list_tasks(capsys):
     assert main(["list-tasks"]) == 0
     assert "gsm_symbolic" in capsys.readouterr().out.split()
+
+
+def test_nearby_seeds_share_items_as_the_help_warns():
+    from scripts.prepare_data import reasoning_gym_rows
+
+    a = reasoning_gym_rows("simple_equations", 3, seed=1)
+    b = reasoning_gym_rows("simple_equations", 3, seed=2)
+    assert [r["question"] for r in a[1:]] == [r["question"] for r in b[:2]]  # why splits use --offset

@@ -57,8 +57,10 @@ class LabelConfig:
     """ablation: share of the random masks held out per fold (k = 1/holdout folds) for the reported R^2; 0 = none."""
     seed: int = 0
     """ablation: masks are drawn from (seed, trace id), so reruns and resumes give the same labels."""
-    score_batch_size: int = 16
-    """Transfer prompts of one trace scored per forward pass (after the shared prefix)."""
+    score_batch_size: int | None = None
+    """Transfer prompts of one trace scored per forward pass (after the shared prefix). null: 1 on
+    CPU, where walking the prompts one at a time as a prefix tree is fastest (batching only adds
+    padding there), 16 on an accelerator."""
     batch_size: int = 4
     """Traces per predict step; each step's labelled traces are written as one shard."""
     limit: int | None = None
@@ -82,7 +84,7 @@ class LabelConfig:
         if self.units not in GRANULARITIES:
             raise ValueError(f"units must be one of {GRANULARITIES}, got {self.units!r}")
         for name in ("masks", "score_batch_size", "batch_size", "num_nodes"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.keep_prob < 1:
             raise ValueError(f"keep_prob must be in (0, 1), got {self.keep_prob}")
@@ -95,7 +97,8 @@ class LabelConfig:
         if self.dtype not in (*DTYPES, "auto"):
             raise ValueError(f"dtype must be one of {[*DTYPES, 'auto']}, got {self.dtype!r}")
 
-    def labeler(self) -> Labeler:
+    def labeler(self, device_type: str = "cpu") -> Labeler:
+        """The labeler, its scoring batch chosen for ``device_type`` when score_batch_size is null."""
         return get_labeler(
             self.method,
             masks=self.masks,
@@ -104,7 +107,7 @@ class LabelConfig:
             alpha=self.alpha,
             holdout=self.holdout,
             seed=self.seed,
-            batch_size=self.score_batch_size,
+            batch_size=self.score_batch_size or (1 if device_type == "cpu" else 16),
         )
 
 
@@ -142,6 +145,7 @@ class LabelModule(L.LightningModule):
         if self.agent is None:
             device = self.trainer.strategy.root_device
             self.agent = Agent.from_pretrained(self.config.model, dtype=self.config.dtype, device=str(device))
+        self.labeler = self.config.labeler(self.agent.device.type)
 
     def predict_step(self, batch: list[dict], batch_idx: int) -> list[dict]:
         return [label_record(self.agent, self.labeler, rec, self.config.units) for rec in batch]

@@ -114,11 +114,16 @@ class LabelResult:
 
 
 def score_passes(n_prompts: int, batch_size: int, reuse_prefix: bool = True) -> int:
-    """Forward passes ``Agent.score`` runs for ``n_prompts`` sharing one prefix."""
+    """Forward passes ``Agent.score`` runs, at most, for ``n_prompts`` sharing one prefix.
+
+    With prefix reuse: the prefix once, then per batch of rests one pass, plus (batches of more
+    than one rest) one more for the start those rests share, when they share one.
+    """
     if n_prompts == 0:
         return 0
     prefix = 1 if reuse_prefix and n_prompts > 1 else 0
-    return prefix + math.ceil(n_prompts / batch_size)
+    per_batch = 2 if reuse_prefix and n_prompts > 1 and batch_size > 1 else 1
+    return prefix + per_batch * math.ceil(n_prompts / batch_size)
 
 
 @contextmanager

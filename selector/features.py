@@ -52,23 +52,25 @@ _OPERATORS = frozenset("+-*/×÷^<>%")
 _ANSWER_MARKERS = ("answer", "boxed", "therefore", "thus", "so the", "final")
 
 
-def token_units(view: ReasoningView) -> list[int] | None:
+def token_units(view: ReasoningView, *, as_array: bool = False) -> list[int] | np.ndarray | None:
     """Unit position of each small-model reasoning token (-1: in no unit); None without token spans.
 
     Same answer as ``selector.units.assign_spans_to_units`` (most overlap, ties: first unit),
-    vectorized for the common case where a token overlaps at most two units.
+    vectorized for the common case where a token overlaps at most two units. ``as_array`` returns
+    an int64 array (what the features use: no list round trip).
     """
     if view.token_spans is None:
         return None
-    return fast_assign_spans(view.token_spans, view.units)
+    return fast_assign_spans(view.token_spans, view.units, as_array=as_array)
 
 
-def fast_assign_spans(spans: Sequence[tuple[int, int]], units: Sequence[Unit]) -> list[int]:
+def fast_assign_spans(
+    spans: Sequence[tuple[int, int]], units: Sequence[Unit], *, as_array: bool = False
+) -> list[int] | np.ndarray:
     """``assign_spans_to_units`` with numpy; falls back to it when a token overlaps 3+ units."""
-    if not spans:
-        return []
-    if not units:
-        return [-1] * len(spans)
+    if not spans or not units:
+        out = [-1] * len(spans)
+        return np.asarray(out, dtype=np.int64) if as_array else out
     sp = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
     s, e = sp[:, 0], sp[:, 1]
     starts = np.fromiter((u.start for u in units), dtype=np.int64, count=len(units))
@@ -78,7 +80,8 @@ def fast_assign_spans(spans: Sequence[tuple[int, int]], units: Sequence[Unit]) -
     second = first + 1
     third = first + 2
     if np.any((third < n) & (starts[np.minimum(third, n - 1)] < e)):
-        return assign_spans_to_units(spans, units)
+        slow = assign_spans_to_units(spans, units)
+        return np.asarray(slow, dtype=np.int64) if as_array else slow
 
     def overlap(i):
         ok = i < n
@@ -89,11 +92,15 @@ def fast_assign_spans(spans: Sequence[tuple[int, int]], units: Sequence[Unit]) -
     ov1, ov2 = overlap(first), overlap(second)
     best = np.where(ov2 > ov1, second, first)
     best_ov = np.maximum(ov1, ov2)
-    return np.where(best_ov > 0, best, -1).tolist()
+    out = np.where(best_ov > 0, best, -1)
+    return out if as_array else out.tolist()
 
 
 def pool_per_unit(
-    values: torch.Tensor, unit_of_token: Sequence[int] | torch.Tensor, n_units: int, pooling: str = "mean"
+    values: torch.Tensor,
+    unit_of_token: Sequence[int] | np.ndarray | torch.Tensor,
+    n_units: int,
+    pooling: str = "mean",
 ) -> torch.Tensor:
     """(n_units, dim) pooled rows of ``values`` (tokens, dim); rows with unit -1 are left out and
     units with no token get zeros."""
@@ -101,6 +108,8 @@ def pool_per_unit(
         raise ValueError(f"{values.shape[0]} token rows for {len(unit_of_token)} token spans")
     if isinstance(unit_of_token, torch.Tensor):
         index = unit_of_token.to(device=values.device, dtype=torch.long)
+    elif isinstance(unit_of_token, np.ndarray):
+        index = torch.from_numpy(unit_of_token.astype(np.int64, copy=False)).to(values.device)
     else:
         index = torch.as_tensor(list(unit_of_token), dtype=torch.long, device=values.device)
     # Tokens in no unit go to a spare last row that is dropped: cheaper than filtering them out
@@ -120,7 +129,7 @@ def pool_per_unit(
 
 
 def unit_hidden(
-    view: ReasoningView, pooling: str = "mean", unit_of_token: Sequence[int] | None = None
+    view: ReasoningView, pooling: str = "mean", unit_of_token: Sequence[int] | np.ndarray | None = None
 ) -> torch.Tensor:
     """(units, hidden) pooled small-model hidden states; a clear error when the view lacks them."""
     if view.hidden_states is None:
@@ -140,19 +149,26 @@ def unit_hidden(
 
 _MARKER_RE = re.compile("|".join(re.escape(m) for m in _ANSWER_MARKERS), re.IGNORECASE)
 _OPERATOR_CODES = np.array([ord(c) for c in _OPERATORS], dtype=np.uint32)
+# (256, 3) per-character classes: ASCII digit, '=', operator (all operators are below U+0100)
+_CHAR_CLASSES = np.zeros((256, 3), dtype=bool)
+_CHAR_CLASSES[48:58, 0] = True
+_CHAR_CLASSES[61, 1] = True
+_CHAR_CLASSES[_OPERATOR_CODES, 2] = True
 
 
 def _lexical(text: str, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """(units, 5): has digit, has '=', has operator, has answer marker, share of digit characters."""
     codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-    classes = np.stack([(codes >= 48) & (codes <= 57), codes == 61, np.isin(codes, _OPERATOR_CODES)], axis=1)
+    classes = _CHAR_CLASSES[np.minimum(codes, 255)] & (codes < 256)[:, None]  # one table lookup
     cum = np.concatenate([np.zeros((1, 3), dtype=np.int64), np.cumsum(classes, axis=0)])
     counts = cum[ends] - cum[starts]  # (units, 3)
     marker = np.zeros(len(starts), dtype=bool)
-    for m in _MARKER_RE.finditer(text):
-        i = np.searchsorted(starts, m.start(), side="right") - 1
-        if i >= 0 and m.end() <= ends[i]:
-            marker[i] = True
+    spans = [m.span() for m in _MARKER_RE.finditer(text)]
+    if spans:
+        sp = np.asarray(spans, dtype=np.int64)
+        i = np.searchsorted(starts, sp[:, 0], side="right") - 1
+        inside = (i >= 0) & (sp[:, 1] <= ends[np.maximum(i, 0)])
+        marker[i[inside]] = True
     lengths = np.maximum(1, ends - starts)
     return np.stack(
         [counts[:, 0] > 0, counts[:, 1] > 0, counts[:, 2] > 0, marker, counts[:, 0] / lengths], axis=1
@@ -160,7 +176,10 @@ def _lexical(text: str, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
 
 
 def unit_scalars(
-    view: ReasoningView, unit_of_token: Sequence[int] | None = None, *, require_token_signals: bool = False
+    view: ReasoningView,
+    unit_of_token: Sequence[int] | np.ndarray | None = None,
+    *,
+    require_token_signals: bool = False,
 ) -> torch.Tensor:
     """(units, len(SCALAR_FEATURES)) float features; see ``SCALAR_FEATURES`` for the columns.
 

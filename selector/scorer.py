@@ -330,7 +330,7 @@ class TokenSelector:
     def featurize(self, view: ReasoningView) -> dict:
         """Model inputs of one view (CPU tensors and lists); ``collate`` batches them."""
         cfg = self.config
-        spans_units = token_units(view)
+        spans_units = token_units(view, as_array=True)
         item: dict = {
             "n_units": len(view.units),
             "scalars": unit_scalars(view, spans_units, require_token_signals=cfg.self_information),

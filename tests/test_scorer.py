@@ -61,6 +61,26 @@ def test_scalar_features_columns(views):
     assert (x[:, col["mean_self_info"]] > 0).all()
 
 
+def test_lexical_flags_match_a_plain_reading_of_each_unit():
+    from selector.features import _ANSWER_MARKERS, _OPERATORS
+    from selector.reasoning import ReasoningView
+    from selector.units import split_units
+
+    text = "Let x = 4 × 3. Then y ÷ 2 → 6! No digits here. So the answer is 12. Thus done"
+    units = split_units(text, "word")
+    x = unit_scalars(ReasoningView(question="q", reasoning=text, units=units))
+    col = {name: k for k, name in enumerate(SCALAR_FEATURES)}
+    for k, u in enumerate(units):
+        low = u.text.lower()
+        assert x[k, col["has_digit"]] == any(c in "0123456789" for c in u.text), u.text
+        assert x[k, col["has_equals"]] == ("=" in u.text), u.text
+        assert x[k, col["has_operator"]] == any(c in _OPERATORS for c in u.text), u.text
+        marker = any(m in low for m in _ANSWER_MARKERS if " " not in m)
+        assert x[k, col["has_answer_marker"]] == marker, u.text
+        share = sum(c in "0123456789" for c in u.text) / max(1, len(u.text))
+        assert float(x[k, col["digit_fraction"]]) == pytest.approx(share, abs=1e-6)
+
+
 @pytest.mark.parametrize("head", ["transformer", "mlp"])
 def test_hidden_round_trip_compares_every_tensor(tmp_path, tiny_lm_dir, views, head):
     selector = _hidden_selector(tiny_lm_dir, head=head)

@@ -12,6 +12,7 @@ import copy
 import math
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,7 +168,14 @@ class Agent:
             processor = None
         if config.device_map is None:
             model.to(_resolve_device(config.device))
-        return cls(model, tokenizer, processor, config)
+        agent = cls(model, tokenizer, processor, config)
+        if agent.device.type == "cpu" and model.dtype in (torch.bfloat16, torch.float16):
+            warnings.warn(
+                f"{path}: {model.dtype} weights on a CPU (dtype={config.dtype!r}) run several times slower "
+                "than float32 on most CPUs; pass dtype float32 unless memory is the limit",
+                stacklevel=2,
+            )
+        return agent
 
     # ------------------------------------------------------------------ properties
     @property

@@ -169,3 +169,9 @@ def test_transfer_prompt_shares_prefix_and_ends_with_answer_prefix(lm):
     assert full.rest.endswith("Answer:") and direct.rest.endswith("Answer:")
     with pytest.raises(ValueError):
         answer_target("  ")
+
+
+def test_half_precision_weights_on_a_cpu_come_with_a_warning(tiny_lm_dir):
+    with pytest.warns(UserWarning, match="float32"):
+        agent = Agent.from_pretrained(tiny_lm_dir, device="cpu", dtype="bfloat16")
+    assert agent.model.dtype == torch.bfloat16

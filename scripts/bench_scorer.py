@@ -154,6 +154,7 @@ def main() -> None:
         default="mlp,transformer",
         help="hidden backbone heads to time (comma list): transformer (units attend to each other), mlp",
     )
+    parser.add_argument("--d-model", type=int, default=None, help="head width (default: ScorerConfig's)")
     parser.add_argument("--skip-encoder", action="store_true")
     parser.add_argument(
         "--encoder-layers",
@@ -184,7 +185,12 @@ def main() -> None:
     heads = [h.strip() for h in args.heads.split(",") if h.strip()]
     selectors = {
         f"hidden ({head} head)": TokenSelector(
-            ScorerConfig(hidden_layer=-1, hidden_size=args.hidden_size, head=head)
+            ScorerConfig(
+                hidden_layer=-1,
+                hidden_size=args.hidden_size,
+                head=head,
+                **({"d_model": args.d_model} if args.d_model else {}),
+            )
         )
         for head in heads
     }

@@ -448,8 +448,7 @@ class Agent:
             tgts = [target_ids[targets[i]].to(self.device) for i in chunk]
             if len(chunk) == 1 and tree:
                 i, tgt = chunk[0], tgts[0]
-                logits, context_len = self._score_on_stem(stem, rests[i], tgt)
-                results[i] = self._gather(logits, context_len, tgt)
+                results[i] = self._gather(self._score_on_stem(stem, rests[i], tgt), 1, tgt)
                 continue
             shared = _common_prefix_len([rests[i] for i in chunk]) if tree else 0
             self._grow_stem(stem, rests[chunk[0]][:shared])
@@ -508,9 +507,9 @@ class Agent:
         stem.last_logits = self._forward_on_stem(stem, tokens[keep:], 1)[-1]
         stem.tokens = tokens
 
-    def _score_on_stem(self, stem: _Stem, rest: torch.Tensor, target: torch.Tensor):
-        """(logits, context_len) for ``rest + target`` in one forward on the stem itself, which is
-        left holding ``rest`` (the target's tokens are cropped off again)."""
+    def _score_on_stem(self, stem: _Stem, rest: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Logits predicting each ``target`` token after ``rest`` (row 0 predicts the first), in one
+        forward on the stem itself, which is left holding ``rest`` (the target is cropped off)."""
         common = _common_prefix_len([stem.tokens, rest])
         keep = common
         if common == len(rest) and len(stem.tokens) != len(rest):
@@ -518,16 +517,14 @@ class Agent:
         stem.crop(keep)
         if keep == len(rest):  # nothing of rest to encode: the target follows the stem's logits
             before = stem.prefix_logits if len(rest) == 0 else stem.last_logits
-            logits = self._forward_on_stem(stem, target, len(target))
-            row, context_len = torch.cat([before[None], logits], dim=0), 1
+            row = torch.cat([before[None], self._forward_on_stem(stem, target, len(target))], dim=0)
         else:
             fed = torch.cat([rest[keep:], target])
             row = self._forward_on_stem(stem, fed, len(target) + 1)  # from rest's last token on
             stem.last_logits = row[0]
-            context_len = 1
         stem.cache.crop(-len(target))
         stem.tokens = rest
-        return row, context_len
+        return row
 
     def _gather(self, logits: torch.Tensor, context_len: int, target: torch.Tensor) -> ScoreResult:
         """Log-probs of ``target`` whose first token sits at ``context_len`` in the row of ``logits``."""

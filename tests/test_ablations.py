@@ -104,6 +104,13 @@ def _check_variants(summary: dict, values: list[str]) -> None:
         assert (Path(v["release"]) / "model.safetensors").exists()
 
 
+def _saved_scorers(summary: dict) -> list[dict]:
+    """The scorer config each variant's release was saved with."""
+    return [
+        json.loads((Path(v["release"]) / "config.json").read_text())["scorer"] for v in summary["variants"]
+    ]
+
+
 def test_scorer_loss_ablation_runs_and_resumes(tmp_path, records, tiny_lm_dir):
     data = _write(tmp_path / "labels", records)
     out = tmp_path / "out"
@@ -140,9 +147,9 @@ def test_scorer_backbone_ablation_hidden_vs_encoder(tmp_path, records, tiny_lm_d
     )
     summary = ablate_scorer.run_ablation(config, progress=False)
     _check_variants(summary, ["hidden", "encoder"])
-    saved = [json.loads((Path(v["release"]) / "config.json").read_text()) for v in summary["variants"]]
-    assert [s["scorer"]["backbone"] for s in saved] == ["hidden", "encoder"]
-    assert saved[1]["scorer"]["encoder"] == str(bert)
+    saved = _saved_scorers(summary)
+    assert [s["backbone"] for s in saved] == ["hidden", "encoder"]
+    assert saved[1]["encoder"] == str(bert)
     _outputs(tmp_path / "out", "scorer_backbone")
 
 
@@ -159,8 +166,7 @@ def test_scorer_head_ablation_transformer_vs_mlp(tmp_path, records, tiny_lm_dir)
     summary = ablate_scorer.run_ablation(replace(config, train_config=str(elsewhere)), progress=False)
     assert not (tmp_path / "shipped").exists()
     _check_variants(summary, ["transformer", "mlp"])
-    saved = [json.loads((Path(v["release"]) / "config.json").read_text()) for v in summary["variants"]]
-    assert [s["scorer"]["head"] for s in saved] == ["transformer", "mlp"]
+    assert [s["head"] for s in _saved_scorers(summary)] == ["transformer", "mlp"]
     _outputs(tmp_path / "out", "scorer_head")
 
 
@@ -177,9 +183,7 @@ def test_scorer_encoder_layers_ablation_cuts_the_encoder(tmp_path, records, tiny
     config = replace(config, overrides={**config.overrides, "model.scorer.max_length": 128})
     summary = ablate_scorer.run_ablation(config, progress=False)
     _check_variants(summary, ["1", "2"])
-    saved = [
-        json.loads((Path(v["release"]) / "config.json").read_text())["scorer"] for v in summary["variants"]
-    ]
+    saved = _saved_scorers(summary)
     assert [(s["backbone"], s["encoder_layers"], s["encoder"]) for s in saved] == [
         ("encoder", 1, str(bert)),
         ("encoder", 2, str(bert)),

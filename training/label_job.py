@@ -227,7 +227,9 @@ def run_label(config: LabelConfig, agent: Agent | None = None, callbacks: Sequen
             callbacks=[writer, *callbacks],
         )
         loader = DataLoader(todo, batch_size=config.batch_size, shuffle=False, collate_fn=_as_list)
-        trainer.predict(LabelModule(config, agent), dataloaders=loader, return_predictions=False)
+        module = LabelModule(config, agent)
+        trainer.predict(module, dataloaders=loader, return_predictions=False)
+        summary["labeler"] = module.labeler.describe()  # as run: the scoring batch follows the device
         if not trainer.is_global_zero:
             return summary
     after = ShardWriter(config.out).done

@@ -190,7 +190,8 @@ class TransferScorer:
         todo = [key for key in first if key not in self.cache]
         if todo:
             prompts = [self.prompt([c == "1" for c in key]).as_pair() for key in todo]
-            # Similar lengths share a batch: rows are right-padded to the longest, so this wastes less.
+            # Similar lengths share a batch when rows are padded (no prefix reuse, or a cache that
+            # cannot be cropped); with prefix reuse Agent.score walks the prompts in token order.
             order = sorted(range(len(todo)), key=lambda k: (len(prompts[k][1]), k))
             todo, prompts = [todo[k] for k in order], [prompts[k] for k in order]
             images = [list(self.item.images)] * len(todo)

@@ -271,14 +271,33 @@ class Agent:
         ``images`` holds one list of images per prompt (image prompts need the model's image
         tokens in their text: ``format_chat(..., n_images=k)`` puts them there).
         """
-        if max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         if not prompts:
             return []
         images = list(images) if images is not None else [[] for _ in prompts]
         if len(images) != len(prompts):
             raise ValueError(f"{len(prompts)} prompts but {len(images)} image lists")
-        batch = self._left_padded([self.encode_prompt(p, im) for p, im in zip(prompts, images)])
+        encoded = [self.encode_prompt(p, im) for p, im in zip(prompts, images)]
+        results, _ = self._generate_encoded(
+            encoded, max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p, seed=seed,
+            hidden_layer=hidden_layer,
+        )  # fmt: skip
+        return results
+
+    def _generate_encoded(
+        self,
+        encoded: list[dict[str, torch.Tensor]],
+        max_new_tokens: int,
+        *,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        hidden_layer: int | None = None,
+    ):
+        """Generate for encoded prompts; also returns (batch, raw output) for callers that reuse the KV."""
+        if max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        batch = self._left_padded(encoded)
         prompt_lens = [int(n) for n in batch["attention_mask"].sum(1)]
         if seed is not None:
             torch.manual_seed(seed)
@@ -306,7 +325,7 @@ class Agent:
         logits = torch.stack(out.logits, dim=1).float()  # (batch, steps, vocab)
         logprobs = torch.log_softmax(logits, dim=-1).gather(-1, new[..., None])[..., 0]
         results = []
-        for i in range(len(prompts)):
+        for i in range(len(encoded)):
             ids = new[i].tolist()
             stop = next((t for t, tok in enumerate(ids) if tok in self.eos_ids), None)
             n = len(ids) if stop is None else stop
@@ -323,24 +342,124 @@ class Agent:
                 )
             )
         if hidden_layer is not None:
-            self._attach_hidden_states(batch, new, results, hidden_layer)
+            states = self._hidden_states(batch, new, [r.new_tokens for r in results], hidden_layer)
+            for r, h in zip(results, states):
+                r.hidden_states = h
+        return results, (batch, out)
+
+    @torch.inference_mode()
+    def answer_and_score(
+        self,
+        prompts: Sequence[tuple[str, str]],
+        targets: Sequence[str],
+        *,
+        images: Sequence[Sequence] | None = None,
+        max_new_tokens: int = 16,
+    ) -> tuple[list[Generation], list[ScoreResult]]:
+        """Greedy answers to ``(prefix, rest)`` prompts and log p(target | prompt), sharing one prefill.
+
+        Equal to ``generate([prefix + rest])`` and ``score([(prefix, rest)], targets)`` (what an
+        evaluation asks of every prompt) at little more than the generation's cost: the target is
+        run on the generation's own KV cache, cropped back to the prompt. A prompt whose pieces
+        tokenize differently from its whole text, an image prompt, or a model whose cache cannot be
+        cropped, is scored by ``score`` instead, so the numbers never depend on which path ran.
+        """
+        prompts = [tuple(p) for p in prompts]
+        targets = list(targets)
+        images = list(images) if images is not None else [[] for _ in prompts]
+        if not len(prompts) == len(targets) == len(images):
+            raise ValueError(f"{len(prompts)} prompts, {len(targets)} targets, {len(images)} image lists")
+        if not prompts:
+            return [], []
+        for t in targets:
+            if not t:
+                raise ValueError("cannot score an empty target string")
+        encoded = [self.encode_prompt(a + b, im) for (a, b), im in zip(prompts, images)]
+        gens, (batch, out) = self._generate_encoded(encoded, max_new_tokens)
+        shared = [
+            not im and torch.equal(enc["input_ids"], torch.cat([self.encode_text(a), self.encode_text(b)]))
+            for (a, b), im, enc in zip(prompts, images, encoded)
+        ]
+        scores: list[ScoreResult | None] = [None] * len(prompts)
+        if any(shared) and getattr(out.cache, "is_croppable", False):
+            rows = [i for i, ok in enumerate(shared) if ok]
+            for i, res in zip(
+                rows, self._score_after_generation(batch, out, rows, [targets[i] for i in rows])
+            ):
+                scores[i] = res
+        rest = [i for i, res in enumerate(scores) if res is None]
+        if rest:
+            for i, res in zip(rest, self.score([prompts[i] for i in rest], [targets[i] for i in rest],
+                                               images=[images[i] for i in rest])):  # fmt: skip
+                scores[i] = res
+        return gens, scores  # type: ignore[return-value]
+
+    def _score_after_generation(self, batch, out, rows: list[int], targets: list[str]) -> list[ScoreResult]:
+        """Score ``targets`` after the prompts of ``rows`` on the generation's cache, cropped to the prompts."""
+        width = batch["input_ids"].shape[1]
+        cache = out.cache
+        cache.crop(-(cache.get_seq_length() - width))
+        ids = [self.encode_text(t).to(self.device) for t in targets]
+        first = out.logits[0].float()  # the prefill's last logits: they predict each target's first token
+        if len(rows) != batch["input_ids"].shape[0]:
+            cache.batch_select_indices(torch.as_tensor(rows, device=self.device))
+        tgt, tgt_mask = self._right_padded(ids)
+        prompt_mask = batch["attention_mask"][rows]
+        mask = torch.cat([prompt_mask, tgt_mask], dim=1)
+        positions = prompt_mask.sum(1, keepdim=True) + torch.arange(tgt.shape[1], device=self.device)[None]
+        logits = self.model(
+            input_ids=tgt, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True
+        ).logits
+        results = []
+        for k, i in enumerate(rows):
+            row_logits = torch.cat([first[i][None], logits[k].float()], dim=0)
+            results.append(self._gather(row_logits, 1, ids[k]))
         return results
 
-    def _attach_hidden_states(self, batch, new: torch.Tensor, results: list[Generation], layer: int) -> None:
-        """One extra forward over prompt + generation: the hidden state of each generated token itself."""
+    @torch.inference_mode()
+    def hidden_states_of(
+        self,
+        prompts: Sequence[str],
+        continuations: Sequence[Sequence[int]],
+        *,
+        images: Sequence[Sequence] | None = None,
+        layer: int,
+    ) -> list[torch.Tensor]:
+        """Hidden states at ``layer`` of given continuation tokens after their prompts, (tokens, hidden) each.
+
+        What ``generate(hidden_layer=...)`` records, for text generated earlier: one teacher-forced
+        forward instead of a second generation, and aligned with exactly these tokens.
+        """
+        if len(continuations) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuations")
+        if not prompts:
+            return []
+        images = list(images) if images is not None else [[] for _ in prompts]
+        if len(images) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(images)} image lists")
+        batch = self._left_padded([self.encode_prompt(p, im) for p, im in zip(prompts, images)])
+        lengths = [len(c) for c in continuations]
+        new = torch.full((len(prompts), max(lengths)), self.tokenizer.pad_token_id, dtype=torch.long)
+        for i, c in enumerate(continuations):
+            new[i, : len(c)] = torch.as_tensor(list(c), dtype=torch.long)
+        return self._hidden_states(batch, new.to(self.device), lengths, layer)
+
+    def _hidden_states(
+        self, batch, new: torch.Tensor, lengths: Sequence[int], layer: int
+    ) -> list[torch.Tensor]:
+        """One forward over prompt + continuation: the hidden state of each continuation token itself."""
         n_layers = self.num_hidden_layers
         if not -n_layers - 1 <= layer <= n_layers:
             raise ValueError(f"hidden_layer {layer} out of range for a model with {n_layers} layers")
         mask = torch.cat([batch["attention_mask"], torch.ones_like(new)], dim=1)
-        for i, r in enumerate(results):  # tokens after the end-of-sequence are padding here
-            mask[i, batch["input_ids"].shape[1] + r.new_tokens :] = 0
+        width = batch["input_ids"].shape[1]
+        for i, n in enumerate(lengths):  # tokens after the end-of-sequence are padding here
+            mask[i, width + n :] = 0
         inputs = {**batch, "input_ids": torch.cat([batch["input_ids"], new], dim=1), "attention_mask": mask}
         if not self.supports_images:
             inputs["position_ids"] = (mask.cumsum(1) - 1).clamp(min=0)
         hidden = self.model(**inputs, output_hidden_states=True).hidden_states[layer]
-        width = batch["input_ids"].shape[1]
-        for i, r in enumerate(results):
-            r.hidden_states = hidden[i, width : width + r.new_tokens].float().cpu()
+        return [hidden[i, width : width + n].float().cpu() for i, n in enumerate(lengths)]
 
     def _left_padded(self, encoded: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         width = max(len(e["input_ids"]) for e in encoded)

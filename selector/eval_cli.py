@@ -30,7 +30,7 @@ def main(argv: Sequence[str]) -> int:
         result = run_eval(config)
         print(markdown_table(result))
         cache = result["cache"]
-        computed = sum(cache["misses"].get(k, 0) for k in ("generate", "score"))
+        computed = sum(cache["misses"].get(k, 0) for k in ("generate", "score", "hidden_states"))
         reused = sum(cache["hits"].get(k, 0) for k in ("generate", "score"))
         print(
             f"\n{result['questions']} questions, {len(result['rows'])} conditions in {result['seconds']:.1f} s "

@@ -425,6 +425,7 @@ def run_eval(
     results: dict[str, list[RelayResult]] = {}
     f_none: list[float] = []
     f_all: list[float | None] = [None] * n
+    relay_full = any(c.kind == "relay" and c.selector == "full" and c.gate != "never" for c in grid)
     with progress_bar(disable=not progress) as bar:
         # The stages every condition shares: the large direct answer and f(none); the small
         # reasoning and f(all). Served from the cache when present.
@@ -444,12 +445,15 @@ def run_eval(
                 full_parts = [
                     reasoner._prompt(ex, reasoner.select(ex, gen)[0].text) for ex, gen in zip(batch, gens)
                 ]
-                scores = large.score(
-                    [p.as_pair() for p in full_parts],
-                    [answer_target(ex.answer) for ex in batch],
-                    images=[p.images for p in full_parts],
-                    batch_size=size,
-                )
+                pairs = [p.as_pair() for p in full_parts]
+                golds = [answer_target(ex.answer) for ex in batch]
+                images = [p.images for p in full_parts]
+                if relay_full:  # the full relay's answer will be wanted too: from the same prefill
+                    _, scores = large.answer_and_score(
+                        pairs, golds, images=images, max_new_tokens=config.answer_tokens
+                    )
+                else:
+                    scores = large.score(pairs, golds, images=images, batch_size=size)
                 start = len(small_results) - len(batch)
                 for k, s in enumerate(scores):
                     f_all[start + k] = s.logprob

@@ -208,15 +208,16 @@ class CachedAgent:
             self.cache.key(self.model_key, "generate", p, image_keys(im), params)
             for p, im in zip(prompts, images)
         ]
-        missing = []
+        missing, stateless = [], []  # not cached at all / cached without the asked layer's states
         for i, key in enumerate(keys):
             entry = self.cache.get(key)
-            if entry is None or (
-                hidden_layer is not None and str(hidden_layer) not in entry["value"]["hidden"]
-            ):
+            if entry is None:
                 missing.append(i)
+            elif hidden_layer is not None and str(hidden_layer) not in entry["value"]["hidden"]:
+                stateless.append(i)
         self.cache.hits["generate"] += len(keys) - len(missing)
         self.cache.misses["generate"] += len(missing)
+        self.cache.misses["hidden_states"] += len(stateless)
         if missing:
             layer = hidden_layer if hidden_layer is not None else self.hidden_layer
             gens = self.agent.generate(
@@ -231,17 +232,32 @@ class CachedAgent:
             )
             entries = []
             for i, gen in zip(missing, gens):
-                old = self.cache.get(keys[i])
-                # A regeneration for missing hidden states keeps the first measured times.
-                value = dict(old["value"]) if old is not None else _generation_value(gen)
-                hidden = dict(value.get("hidden", {}))
+                value = _generation_value(gen)
+                value["hidden"] = {}
                 if gen.hidden_states is not None:
-                    hidden[str(layer)] = self.cache.save_tensor(f"{keys[i]}-L{layer}", gen.hidden_states)
-                value["hidden"] = hidden
+                    value["hidden"][str(layer)] = self.cache.save_tensor(
+                        f"{keys[i]}-L{layer}", gen.hidden_states
+                    )
                 entries.append(
                     {"key": keys[i], "kind": "generate", "model": self.agent.name, "params": params,
                      "prompt": prompts[i], "value": value}
                 )  # fmt: skip
+            self.cache.put(entries)
+        if stateless:
+            # A cached generation lacking this layer's states gets them from one forward over its own
+            # tokens: no second generation, and its text and measured times stay as they were.
+            states = self.agent.hidden_states_of(
+                [prompts[i] for i in stateless],
+                [self.cache.get(keys[i])["value"]["token_ids"] for i in stateless],
+                images=[images[i] for i in stateless],
+                layer=hidden_layer,
+            )
+            entries = []
+            for i, h in zip(stateless, states):
+                old = self.cache.get(keys[i])
+                value = {**old["value"], "hidden": dict(old["value"]["hidden"])}
+                value["hidden"][str(hidden_layer)] = self.cache.save_tensor(f"{keys[i]}-L{hidden_layer}", h)
+                entries.append({**old, "value": value})
             self.cache.put(entries)
         return [self._generation(self.cache.get(k)["value"], hidden_layer) for k in keys]
 
@@ -251,6 +267,62 @@ class CachedAgent:
             hidden = self.cache.load_tensor(value["hidden"][str(hidden_layer)])
         fields = {k: v for k, v in value.items() if k != "hidden"}
         return Generation(**fields, hidden_states=hidden)
+
+    def answer_and_score(
+        self,
+        prompts: Sequence[tuple[str, str]],
+        targets: Sequence[str],
+        *,
+        images: Sequence[Sequence] | None = None,
+        max_new_tokens: int = 16,
+    ) -> tuple[list[Generation], list[ScoreResult]]:
+        """``Agent.answer_and_score`` through the cache: its entries are the ones ``generate`` and
+        ``score`` write, so either call finds what the other computed. Prompts missing both share
+        one prefill; a prompt missing only one of them computes only that one."""
+        prompts = [tuple(p) for p in prompts]
+        targets = list(targets)
+        images = [list(im) for im in images] if images is not None else [[] for _ in prompts]
+        params = {"max_new_tokens": max_new_tokens, "do_sample": False}
+        gen_keys = [
+            self.cache.key(self.model_key, "generate", a + b, image_keys(im), params)
+            for (a, b), im in zip(prompts, images)
+        ]
+        score_keys = [
+            self.cache.key(self.model_key, "score", list(p), t, image_keys(im))
+            for p, t, im in zip(prompts, targets, images)
+        ]
+        both = [i for i in range(len(prompts)) if self.cache.get(gen_keys[i]) is None
+                and self.cache.get(score_keys[i]) is None]  # fmt: skip
+        if both:
+            t0 = time.perf_counter()
+            gens, scores = self.agent.answer_and_score(
+                [prompts[i] for i in both],
+                [targets[i] for i in both],
+                images=[images[i] for i in both],
+                max_new_tokens=max_new_tokens,
+            )
+            # The target's own forward: the call's time beyond the (batch-shared) generation.
+            seconds = max(0.0, time.perf_counter() - t0 - gens[0].prefill_s - gens[0].decode_s) / len(both)
+            entries = []
+            for i, gen, sc in zip(both, gens, scores):
+                value = {**_generation_value(gen), "hidden": {}}
+                entries.append(
+                    {"key": gen_keys[i], "kind": "generate", "model": self.agent.name, "params": params,
+                     "prompt": prompts[i][0] + prompts[i][1], "value": value}
+                )  # fmt: skip
+                entries.append(
+                    {"key": score_keys[i], "kind": "score", "model": self.agent.name, "prompt": "".join(prompts[i]),
+                     "target": targets[i], "value": {"logprob": sc.logprob, "token_logprobs": sc.token_logprobs,
+                                                     "seconds": seconds}}
+                )  # fmt: skip
+            self.cache.put(entries)
+        # Whatever is still missing (one of the two), the usual way; the rest comes from the cache.
+        gens = self.generate([a + b for a, b in prompts], images=images, max_new_tokens=max_new_tokens)
+        scores = self.score(prompts, targets, images=images)
+        for kind in ("generate", "score"):  # computed above, though the two calls found them cached
+            self.cache.hits[kind] -= len(both)
+            self.cache.misses[kind] += len(both)
+        return gens, scores
 
     def score(
         self,

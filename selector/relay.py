@@ -251,6 +251,29 @@ class Relay:
             max_new_tokens=self.config.answer_tokens,
         )
 
+    def _answer_and_score(
+        self, parts: list[PromptParts], golds: list[str | None]
+    ) -> tuple[list[Generation], list[float | None]]:
+        """Answers, and with ``score_gold`` log p(gold | prompt) from the same prefill (None: no gold)."""
+        scored = [i for i, g in enumerate(golds) if g] if self.config.score_gold else []
+        if not scored:
+            return self._answer_batch(parts), [None] * len(parts)
+        gens: list[Generation | None] = [None] * len(parts)
+        logprobs: list[float | None] = [None] * len(parts)
+        both = self.large.answer_and_score(
+            [parts[i].as_pair() for i in scored],
+            [answer_target(golds[i]) for i in scored],
+            images=[parts[i].images for i in scored],
+            max_new_tokens=self.config.answer_tokens,
+        )
+        for i, gen, s in zip(scored, *both):
+            gens[i], logprobs[i] = gen, s.logprob
+        rest = [i for i in range(len(parts)) if gens[i] is None]
+        if rest:
+            for i, gen in zip(rest, self._answer_batch([parts[i] for i in rest])):
+                gens[i] = gen
+        return gens, logprobs  # type: ignore[return-value]
+
     def _run_batch(self, batch: list[Example]) -> list[RelayResult]:
         cfg, gate = self.config, self.gate
         n = len(batch)
@@ -260,8 +283,11 @@ class Relay:
         ]
         direct_parts = [self._prompt(ex, None) for ex in batch]
         # (1) the large model's direct answer
+        golds = [ex.answer or None for ex in batch]
+        gold_logprob: list[float | None] = [None] * n
         if gate.needs_direct:
-            for r, gen in zip(res, self._answer_batch(direct_parts)):
+            gens_direct, gold_logprob = self._answer_and_score(direct_parts, golds)
+            for r, gen in zip(res, gens_direct):
                 r.output = gen.text
                 r.direct_answer = r.answer = answer_from_generation(gen.text)
                 r.direct_prob = answer_probability(self.large.tokenizer, gen.token_ids, gen.logprobs)
@@ -297,7 +323,11 @@ class Relay:
         if order:
             for i in order:
                 final_parts[i] = self._prompt(batch[i], transfers[i].text)
-            for i, gen in zip(order, self._answer_batch([final_parts[i] for i in order])):
+            answered, scores = self._answer_and_score(
+                [final_parts[i] for i in order], [golds[i] for i in order]
+            )
+            for i, gen, lp in zip(order, answered, scores):
+                gold_logprob[i] = lp
                 r = res[i]
                 r.output = gen.text
                 r.answer = answer_from_generation(gen.text)
@@ -308,8 +338,11 @@ class Relay:
             if ex.answer:
                 r.correct = answers_match(r.answer, ex.answer)
                 r.leaked = contains_answer(r.transfer_text, ex.answer) if r.transfer_text else False
-        if cfg.score_gold and any(ex.answer for ex in batch):
-            scored = [i for i, ex in enumerate(batch) if ex.answer]
+        for r, lp in zip(res, gold_logprob):
+            r.gold_logprob = lp
+        # Golds the answering calls did not score (a direct prompt the gate never generated for).
+        if cfg.score_gold and any(ex.answer and lp is None for ex, lp in zip(batch, gold_logprob)):
+            scored = [i for i, ex in enumerate(batch) if ex.answer and gold_logprob[i] is None]
             scores = self.large.score(
                 [final_parts[i].as_pair() for i in scored],
                 [answer_target(batch[i].answer) for i in scored],

@@ -26,14 +26,24 @@ def shard_files(out_dir: str | os.PathLike) -> list[Path]:
 class ShardWriter:
     """Appends records to ``out_dir`` as atomic Parquet shards; knows which ids are done."""
 
-    def __init__(self, out_dir: str | os.PathLike, key: str = "id", tag: str = "r0"):
+    def __init__(self, out_dir: str | os.PathLike, key: str = "id", tag: str = "r0", exclusive: bool = False):
+        """``exclusive``: hold a lock on (folder, tag) while this writer lives, so a second job started
+        on the same folder fails at once instead of redoing the first one's work beside it (each
+        would label the same records: neither sees the other's shards until they land)."""
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.key = key
         self.tag = tag
+        self._lock = _lock_folder(self.out_dir, tag) if exclusive else None
         self.done: set[str] = set()
         for path in shard_files(self.out_dir):
             self.done.update(str(v) for v in pq.read_table(path, columns=[key]).column(key).to_pylist())
+
+    def close(self) -> None:
+        """Release the folder lock (``exclusive``); the written shards stay as they are."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     def write(self, records: Iterable[dict]) -> Path | None:
         """Write one shard; records whose id is already done are dropped (never duplicated)."""
@@ -47,6 +57,25 @@ class ShardWriter:
         os.replace(tmp, self.out_dir / name)  # atomic: a shard is whole or absent
         self.done.update(str(r[self.key]) for r in fresh)
         return self.out_dir / name
+
+
+def _lock_folder(out_dir: Path, tag: str):
+    """An exclusive advisory lock on ``out_dir/.lock-{tag}``, released when its holder exits (even killed)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, as before
+        return None
+    handle = (out_dir / f".lock-{tag}").open("a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise RuntimeError(
+            f"another job is already writing to {str(out_dir)!r} (writer {tag}); wait for it or stop it "
+            "first: both would redo the same records. Resuming needs no second job: re-run the command "
+            "once the first has stopped."
+        ) from None
+    return handle
 
 
 def read_records(out_dir: str | os.PathLike, key: str = "id"):

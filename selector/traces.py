@@ -183,7 +183,14 @@ def _batches(items: Sequence, size: int) -> Iterator[Sequence]:
 def run_reason(config: ReasonConfig, agent: Agent | None = None) -> dict:
     """Write traces for every example not already in ``config.out``; returns a summary."""
     examples = load_examples(config.data, config.columns, split=config.split, limit=config.limit)
-    writer = ShardWriter(config.out)
+    writer = ShardWriter(config.out, exclusive=True)
+    try:
+        return _write_traces(config, examples, writer, agent)
+    finally:
+        writer.close()
+
+
+def _write_traces(config: ReasonConfig, examples: list, writer: ShardWriter, agent: Agent | None) -> dict:
     todo = [ex for ex in examples if ex.id not in writer.done]
     summary = {
         "examples": len(examples),
@@ -230,7 +237,7 @@ def run_reason(config: ReasonConfig, agent: Agent | None = None) -> dict:
         warnings.warn(
             f"{summary['truncated']} of {summary['written']} traces hit max_new_tokens={config.max_new_tokens}; "
             "they are recorded with finish_reason='length'",
-            stacklevel=2,
+            stacklevel=3,
         )
     return summary
 

@@ -55,6 +55,52 @@ def test_batched_generation_equals_one_at_a_time(lm):
     assert g.prefill_s > 0 and g.decode_s >= 0
 
 
+def test_hidden_states_of_earlier_text_equal_those_recorded_while_generating(lm):
+    prompts = [lm.format_chat("What is 2 + 3?"), lm.format_chat("Let x = 3. What is x + 4?")]
+    gens = lm.generate(prompts, max_new_tokens=6, hidden_layer=-1)
+    later = lm.hidden_states_of(prompts, [g.token_ids for g in gens], layer=-1)
+    for g, h in zip(gens, later):
+        assert h.shape == g.hidden_states.shape
+        assert torch.allclose(h, g.hidden_states, atol=1e-4)
+    assert lm.hidden_states_of(prompts[:1], [[]], layer=-1)[0].shape == (0, lm.model.config.hidden_size)
+    with pytest.raises(ValueError, match="2 prompts but 1 continuations"):
+        lm.hidden_states_of(prompts, [[1]], layer=-1)
+    with pytest.raises(ValueError, match="out of range"):
+        lm.hidden_states_of(prompts[:1], [[1]], layer=99)
+
+
+def test_answer_and_score_equals_generate_then_score(lm, monkeypatch):
+    """One prefill serves the answer and the target's log-prob: the same numbers as two calls."""
+    pairs = [
+        (
+            lm.format_chat("What is 2 + 3?").removesuffix("<|im_start|>assistant\n"),
+            "<|im_start|>assistant\nAnswer:",
+        ),
+        (lm.format_chat("Let x = 3 and y = x + 4. What is y times 2?"), "Answer:"),
+        (lm.format_chat("Say hello there")[:-30], lm.format_chat("Say hello there")[-30:]),
+    ]
+    whole, cut = lm.encode_text(pairs[2][0] + pairs[2][1]), lm.encode_text(pairs[2][0])
+    assert not torch.equal(whole[: len(cut)], cut)  # the cut splits a token: scored the separate way
+    targets = [" 5", " 14 and more", " 7"]
+    separately = []
+    real_score = lm.score
+    monkeypatch.setattr(lm, "score", lambda p, t, **kw: separately.extend(p) or real_score(p, t, **kw))
+    gens, scores = lm.answer_and_score(pairs, targets, max_new_tokens=5)
+    monkeypatch.undo()
+    assert separately == [pairs[2]]
+    alone_gens = lm.generate([a + b for a, b in pairs], max_new_tokens=5)
+    alone_scores = lm.score(pairs, targets, reuse_prefix=False)
+    for g, a in zip(gens, alone_gens):
+        assert g.token_ids == a.token_ids and g.text == a.text
+    for s, a in zip(scores, alone_scores):
+        assert s.logprob == pytest.approx(a.logprob, abs=1e-4)
+        assert s.token_logprobs == pytest.approx(a.token_logprobs, abs=1e-4)
+    _, single = lm.answer_and_score(pairs[1:2], targets[1:2], max_new_tokens=5)
+    assert single[0].logprob == pytest.approx(alone_scores[1].logprob, abs=1e-4)
+    with pytest.raises(ValueError, match="empty target"):
+        lm.answer_and_score(pairs[:1], [""])
+
+
 def test_generation_stops_at_length_and_records_it(lm):
     out = lm.generate([lm.format_chat("count")], max_new_tokens=3)[0]
     if out.finish_reason == "length":

@@ -29,6 +29,14 @@ class CountingAgent(Agent):
         self.calls["score"] += len(prompts)
         return super().score(prompts, targets, **kwargs)
 
+    def answer_and_score(self, prompts, targets, **kwargs):
+        self.calls["answer_and_score"] += len(prompts)
+        return super().answer_and_score(prompts, targets, **kwargs)
+
+    def hidden_states_of(self, prompts, continuations, **kwargs):
+        self.calls["hidden_states_of"] += len(prompts)
+        return super().hidden_states_of(prompts, continuations, **kwargs)
+
 
 @pytest.fixture(scope="module")
 def agents(tiny_lm_dir, tiny_plain_lm_dir):
@@ -156,6 +164,7 @@ def test_second_run_calls_no_model_and_reports_the_same_numbers(
     first = run_eval(config, agents=agents, progress=False)
     small, large = agents
     assert small.calls["generate"] > 0 and large.calls["generate"] > 0 and large.calls["score"] > 0
+    assert large.calls["answer_and_score"] > 0  # relay answers and their gold log-probs share a prefill
     assert small.calls["score"] == 0
     cache_file = tmp_path / "e" / "cache" / "outputs.jsonl"
     first_records = (tmp_path / "e" / "records.jsonl").read_text()
@@ -197,6 +206,34 @@ def test_growing_the_grid_reuses_the_cached_reasoning(
     assert set(new) - set(old) == {"relay:first@0.1:always", "relay:selfinfo@0.1:always"}
     for cid, row in old.items():
         assert new[cid] == row
+
+
+def test_a_trained_selector_added_later_reads_states_without_regenerating(
+    agents, tiny_lm_dir, tiny_plain_lm_dir, arithmetic_jsonl, hidden_selector_dir, tmp_path
+):
+    kw = {"budgets": [0.5], "gates": ["always"], "conditions": ["small_reasoning", "relay"]}
+
+    def run(selectors):
+        _reset(agents)
+        config = _config(
+            arithmetic_jsonl, tiny_lm_dir, tiny_plain_lm_dir, tmp_path, selectors=selectors, **kw
+        )
+        return run_eval(config, agents=agents, progress=False)
+
+    small, _ = agents
+    first = run(["first"])  # no hidden selector: the cached reasoning records no hidden states
+    assert small.calls["generate"] == 5
+    grown = run(["first", str(hidden_selector_dir)])
+    assert small.calls["generate"] == 0  # the reasoning is the cached one, not generated again
+    assert small.calls["hidden_states_of"] == 5  # its states come from one forward over it
+    assert grown["cache"]["misses"]["hidden_states"] == 5
+    old = {r["condition"]: r for r in first["rows"]}
+    new = {r["condition"]: r for r in grown["rows"]}
+    assert new["small_reasoning"] == old["small_reasoning"]  # same text, same measured times
+    assert "relay:tiny-selector@0.5:always" in new
+    again = run(["first", str(hidden_selector_dir)])
+    assert small.calls == Counter()  # the states were cached too
+    assert again["rows"] == grown["rows"]
 
 
 def test_cut_short_cache_line_is_dropped(tmp_path):

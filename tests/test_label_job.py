@@ -172,3 +172,13 @@ def test_score_batch_size_defaults_to_one_prompt_at_a_time_on_cpu(tmp_path):
     assert auto.labeler("cuda").batch_size == 16
     fixed = _config(tmp_path / "t", tmp_path / "m", tmp_path / "o", score_batch_size=4)
     assert fixed.labeler("cpu").batch_size == fixed.labeler("cuda").batch_size == 4
+
+
+def test_a_second_job_on_the_same_folder_fails_at_once(tmp_path):
+    first = ShardWriter(tmp_path, exclusive=True)
+    with pytest.raises(RuntimeError, match="another job is already writing"):
+        ShardWriter(tmp_path, exclusive=True)
+    ShardWriter(tmp_path, tag="r1", exclusive=True).close()  # another rank of the same job: its own lock
+    assert ShardWriter(tmp_path).done == set()  # reading what is done needs no lock
+    first.close()
+    ShardWriter(tmp_path, exclusive=True).close()  # released: the folder can be resumed

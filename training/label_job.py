@@ -161,7 +161,15 @@ class ShardPredictionWriter(BasePredictionWriter):
         self.written = 0
 
     def setup(self, trainer, pl_module, stage: str | None = None) -> None:
-        self.writer = ShardWriter(self.out, tag=f"r{trainer.global_rank}")
+        self.writer = ShardWriter(self.out, tag=f"r{trainer.global_rank}", exclusive=True)
+
+    def teardown(self, trainer, pl_module, stage: str | None = None) -> None:
+        if self.writer is not None:
+            self.writer.close()  # the folder lock: a later job in this process may write here again
+            self.writer = None
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self.teardown(trainer, pl_module)  # interrupted: what is written stays, the lock goes
 
     def write_on_batch_end(
         self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx

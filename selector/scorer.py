@@ -720,6 +720,20 @@ def model_card(config: ScorerConfig, card: dict) -> str:
             "Gain figures are estimated from the labels (linear surrogate f(S) ≈ f(∅) + Σ labels of S).",
             "",
         ]
+    evaluation = card.get("evaluation") or {}
+    if evaluation:
+        lines += ["## Evaluation", ""]
+        if card.get("evaluation_data"):
+            lines += [f"On `{card['evaluation_data']}` (never used in training).", ""]
+        lines += ["| metric | value |", "| --- | --- |"]
+        lines += [f"| {k} | {_fmt(v)} |" for k, v in evaluation.items()]
+        lines += [""]
+        if card.get("evaluation_command"):
+            lines += ["```bash", card["evaluation_command"], "```", ""]
+    if card.get("command"):
+        lines += ["## Trained with", "", "```bash", card["command"], "```", ""]
+    if card.get("notes"):
+        lines += [str(card["notes"]), ""]
     lines += [
         "## Use",
         "",

@@ -87,9 +87,9 @@ def test_hidden_round_trip_compares_every_tensor(tmp_path, tiny_lm_dir, views, h
     _randomize(selector)
     before = selector.score_views(views)
     assert [len(s) for s in before] == [len(v.units) for v in views]
-    out = selector.save_pretrained(
-        tmp_path / "ckpt", card={"data": "synthetic", "metrics": {"val/spearman": 0.9}}
-    )
+    card = {"data": "synthetic", "metrics": {"val/spearman": 0.9}, "evaluation": {"gain@25%": 0.42},
+            "evaluation_command": "tokenrelay eval --config e.yaml"}  # fmt: skip
+    out = selector.save_pretrained(tmp_path / "ckpt", card=card)
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     loaded = TokenSelector.from_pretrained(out)
     a, b = selector.net.state_dict(), loaded.net.state_dict()
@@ -100,6 +100,7 @@ def test_hidden_round_trip_compares_every_tensor(tmp_path, tiny_lm_dir, views, h
     assert loaded.config == selector.config
     card = (out / "README.md").read_text()
     assert str(tiny_lm_dir) in card and "synthetic" in card and "spearman" in card
+    assert "| gain@25% | 0.42" in card and "tokenrelay eval --config e.yaml" in card
 
 
 def test_encoder_round_trip_with_adapter(tmp_path, tiny_bert_dir, views):

@@ -143,6 +143,8 @@ def test_cli_writes_release_and_resumes(tmp_path, small_tok, tiny_lm_dir):
     assert release["scorer"]["hidden_size"] == 32 and release["scorer"]["small_model"] == str(tiny_lm_dir)
     assert release["card"]["steps"] == 3 and release["card"]["skipped"] == 1
     assert "spearman" in release["card"]["metrics"]
+    assert release["card"]["command"].startswith("tokenrelay train --config ")  # the card says how to redo it
+    assert "--trainer.max_steps 3" in (root / "selector" / "README.md").read_text()
     assert "max_steps: 3" in (root / "config.yaml").read_text()
     first = load_file(root / "selector" / "model.safetensors")
     selector = TokenSelector.from_pretrained(root / "selector")

@@ -15,6 +15,7 @@ Everything under ``trainer.default_root_dir`` (``ROOT``):
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,6 +31,9 @@ __all__ = ["ReleaseCheckpoint", "RunCheckpoint", "TrainCLI", "main", "train_conf
 
 class ReleaseCheckpoint(Callback):
     """At the end of fit, write the release folder (config.json, model.safetensors, README.md)."""
+
+    command: str | None = None
+    """The `tokenrelay train` command line of this process, for the model card (set by ``main``)."""
 
     def __init__(self, dirpath: str | None = None):
         """
@@ -47,7 +51,10 @@ class ReleaseCheckpoint(Callback):
             and isinstance(pl_module, SelectorModule)
             and pl_module.selector is not None
         ):
-            path = pl_module.selector.save_pretrained(self.release_dir(trainer), card=pl_module.card_info())
+            card = pl_module.card_info()
+            if self.command:
+                card["command"] = self.command
+            path = pl_module.selector.save_pretrained(self.release_dir(trainer), card=card)
             print(f"selector checkpoint written to {path}")
 
 
@@ -113,4 +120,5 @@ def main(argv: Sequence[str]) -> int:
     from selector.cli import run_command
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    ReleaseCheckpoint.command = shlex.join(["tokenrelay", "train", *argv])
     return run_command(lambda: _cli(["fit", *argv], run=True), "tokenrelay train")

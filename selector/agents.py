@@ -273,9 +273,7 @@ class Agent:
         """
         if not prompts:
             return []
-        images = list(images) if images is not None else [[] for _ in prompts]
-        if len(images) != len(prompts):
-            raise ValueError(f"{len(prompts)} prompts but {len(images)} image lists")
+        images = _image_lists(prompts, images)
         encoded = [self.encode_prompt(p, im) for p, im in zip(prompts, images)]
         results, _ = self._generate_encoded(
             encoded, max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p, seed=seed,
@@ -365,15 +363,9 @@ class Agent:
         cropped, is scored by ``score`` instead, so the numbers never depend on which path ran.
         """
         prompts = [tuple(p) for p in prompts]
-        targets = list(targets)
-        images = list(images) if images is not None else [[] for _ in prompts]
-        if not len(prompts) == len(targets) == len(images):
-            raise ValueError(f"{len(prompts)} prompts, {len(targets)} targets, {len(images)} image lists")
+        targets, images = _score_requests(prompts, targets, images)
         if not prompts:
             return [], []
-        for t in targets:
-            if not t:
-                raise ValueError("cannot score an empty target string")
         encoded = [self.encode_prompt(a + b, im) for (a, b), im in zip(prompts, images)]
         gens, (batch, out) = self._generate_encoded(encoded, max_new_tokens)
         shared = [
@@ -434,9 +426,7 @@ class Agent:
             raise ValueError(f"{len(prompts)} prompts but {len(continuations)} continuations")
         if not prompts:
             return []
-        images = list(images) if images is not None else [[] for _ in prompts]
-        if len(images) != len(prompts):
-            raise ValueError(f"{len(prompts)} prompts but {len(images)} image lists")
+        images = _image_lists(prompts, images)
         batch = self._left_padded([self.encode_prompt(p, im) for p, im in zip(prompts, images)])
         lengths = [len(c) for c in continuations]
         new = torch.full((len(prompts), max(lengths)), self.tokenizer.pad_token_id, dtype=torch.long)
@@ -495,13 +485,7 @@ class Agent:
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        targets = [targets] * len(prompts) if isinstance(targets, str) else list(targets)
-        images = list(images) if images is not None else [[] for _ in prompts]
-        if not len(prompts) == len(targets) == len(images):
-            raise ValueError(f"{len(prompts)} prompts, {len(targets)} targets, {len(images)} image lists")
-        for t in targets:
-            if not t:
-                raise ValueError("cannot score an empty target string")
+        targets, images = _score_requests(prompts, targets, images)
         parts = [(p, "") if isinstance(p, str) else tuple(p) for p in prompts]
         results: list[ScoreResult | None] = [None] * len(parts)
         groups: dict[tuple | None, list[int]] = {}
@@ -683,6 +667,27 @@ class _Stem:
         if drop > 0:
             self.cache.crop(-drop)
             self.tokens = self.tokens[:keep]
+
+
+def _image_lists(prompts: Sequence, images: Sequence[Sequence] | None) -> list:
+    """One image list per prompt (none given: empty lists)."""
+    images = list(images) if images is not None else [[] for _ in prompts]
+    if len(images) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(images)} image lists")
+    return images
+
+
+def _score_requests(
+    prompts: Sequence, targets: Sequence[str] | str, images: Sequence[Sequence] | None
+) -> tuple[list[str], list]:
+    """Targets (one string: the same for every prompt) and image lists, checked against the prompts."""
+    targets = [targets] * len(prompts) if isinstance(targets, str) else list(targets)
+    images = list(images) if images is not None else [[] for _ in prompts]
+    if not len(prompts) == len(targets) == len(images):
+        raise ValueError(f"{len(prompts)} prompts, {len(targets)} targets, {len(images)} image lists")
+    if not all(targets):
+        raise ValueError("cannot score an empty target string")
+    return targets, images
 
 
 def _common_prefix_len(seqs: Sequence[torch.Tensor]) -> int:

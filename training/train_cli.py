@@ -121,4 +121,7 @@ def main(argv: Sequence[str]) -> int:
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     ReleaseCheckpoint.command = shlex.join(["tokenrelay", "train", *argv])
-    return run_command(lambda: _cli(["fit", *argv], run=True), "tokenrelay train")
+    try:
+        return run_command(lambda: _cli(["fit", *argv], run=True), "tokenrelay train")
+    finally:  # a TrainCLI built later in this process (the ablations) must not inherit this command line
+        ReleaseCheckpoint.command = None

@@ -1,48 +1,44 @@
-"""Gate sweep: the confidence gate over thresholds tau (and the agreement gate), exactly and cheaply.
+"""Gate sweep: the confidence gate over thresholds tau (and the agreement gate), through the evaluation engine.
 
     python -m scripts.ablate_gate --config configs/ablations/gate.yaml [--selector runs/selector/selector]
 
-Each question is answered twice through ``selector.relay.Relay``, once per path, and never again:
+A preset of ``selector.evaluation.run_eval`` (the engine behind `tokenrelay eval`): one engine run
+per tau over the conditions large_direct and relay (the configured selector and budget) with gates
+always, agreement and confidence. Gating, selection, stage accounting and metrics are the engine's
+(its relay is ``selector.relay.Relay`` itself), and its cache (``OUT/cache``: every model output with
+the stage times measured when it was computed) means each question is answered directly once and
+through the transfer once, whatever the number of taus: a new tau list costs no model call.
 
-- gate ``never``: the large model's direct answer and its probability p (exp of the mean token
-  log-prob of the answer line, the confidence gate's signal);
-- gate ``always``: the small model's reasoning, the selector's transfer at the configured budget,
-  and the large model's answer from it.
-
-Every gate is then applied post hoc, per question: the confidence gate at tau answers directly
-when p >= tau and from the transfer otherwise (``selector.gating.Gate`` decides, as in the relay);
-the agreement gate transfers when the small and direct answers disagree. A row reports accuracy,
-leakage (the final answer came from a transfer stating the gold answer), transfer rate,
-transferred tokens and mean end-to-end latency, accounted sequentially as the relay does: the
-direct answer, plus small reasoning + selection + the transfer answer when transferred. With greedy
-decoding this is exactly what a gated relay run gives (``batch_size: 1`` makes the per-question
-stage times exact; larger batches count a batch's wall time for each of its questions).
-Rows ``never`` and ``always`` are the two runs themselves (``always`` computes no direct answer).
-
-Resumable: each run's per-question results are appended to ``OUT/direct.jsonl`` and
-``OUT/transfer.jsonl`` after every batch; a rerun answers only the questions missing there, and a
-new tau list costs nothing. Writes ``gate_sweep.{md,csv,json,png}`` to ``out``.
+A row reports accuracy, leakage, transfer rate, transferred tokens, mean end-to-end latency as the
+relay accounts it (the direct answer, plus small reasoning + selection + the transfer answer when
+transferred; ``always`` computes no direct answer) and the mean gold log-prob. ``batch_size: 1``
+makes per-question stage times exact (larger batches count a batch's wall time per question).
+Writes ``gate_sweep.{md,csv,json,png}`` to ``out`` (the engine's own ``results.*`` there hold its
+last run).
 """
 
 from __future__ import annotations
 
-import json
 import math
-import statistics
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from scripts.ablation_common import check_settings, config_from_argv, main_for, write_outputs
-from selector.data import ColumnMap, Example, load_examples
+from selector.data import ColumnMap
+from selector.evaluation import FIXED_SELECTORS, EvalConfig, run_eval
 from selector.gating import Gate
-from selector.progress import progress_bar
-from selector.relay import STAGES, Relay, RelayConfig, check_images
+from selector.relay import STAGES, RelayConfig
 
 PROG = "python -m scripts.ablate_gate"
 STEM = "gate_sweep"
-TRANSFER_STAGES = ("small_reasoning", "selection", "large_prefill", "large_decode")
+ENGINE_DEFAULTS = {
+    "keep_answer_line": False,
+    "concurrent": False,
+    "early_stop": "none",
+}
+"""Relay options the evaluation engine does not pass on yet: the sweep refuses other values."""
 
 
 @dataclass
@@ -50,13 +46,13 @@ class GateSweepConfig(RelayConfig):
     """Gate sweep: accuracy, transfer rate and latency of the confidence gate per tau, and of agreement.
 
     The relay options (models, selector, budget, tokens, ...) are those of `tokenrelay infer`;
-    its gate and tau are not used: every gate is applied post hoc to one direct and one transfer run.
+    its gate and tau are not used: the sweep runs every gate, through the evaluation engine.
     """
 
     data: str = "data/test.jsonl"
     """Questions with gold answers: a JSONL / CSV / Parquet file, a save_to_disk folder or a hub id."""
     out: str = "runs/ablations/gate"
-    """Output folder: per-question direct.jsonl / transfer.jsonl (resumable) and gate_sweep.{md,csv,json,png}."""
+    """Output folder: the engine's cache/ (model outputs, reused by every tau) and gate_sweep.{md,csv,json,png}."""
     taus: list[float] = field(default_factory=lambda: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95])
     """Confidence-gate thresholds: transfer when p(direct answer) < tau."""
     limit: int | None = None
@@ -74,6 +70,15 @@ class GateSweepConfig(RelayConfig):
             raise ValueError("the gate sweep needs both models: small and large")
         if self.parallel:
             raise ValueError("the gate sweep accounts latency sequentially; set parallel: false")
+        unsupported = [
+            f"{name}: {getattr(self, name)!r}"
+            for name, default in ENGINE_DEFAULTS.items()
+            if getattr(self, name) != default
+        ]
+        if unsupported:
+            raise ValueError(
+                f"the evaluation engine does not take {', '.join(unsupported)} (keep the defaults)"
+            )
         if not self.taus:
             raise ValueError("taus is empty")
         for tau in self.taus:
@@ -91,116 +96,37 @@ def config_from_yaml(path: str) -> GateSweepConfig:
     return config_from_argv(GateSweepConfig, ["--config", str(path)], PROG)
 
 
-# --------------------------------------------------------------------------- per-question runs
+def engine_config(config: GateSweepConfig, gates: list[str], tau: float) -> EvalConfig:
+    """The evaluation engine's config for one run of the sweep (the relay options carried over)."""
+    fixed = config.selector in FIXED_SELECTORS
+    return EvalConfig(
+        data=config.data, columns=config.columns, split=config.split, limit=config.limit,
+        small=config.small, large=config.large, out=config.out,
+        selectors=[config.selector], budgets=[] if fixed else [config.budget], budget_kind=config.budget_kind,
+        gates=gates, tau=tau, conditions=["large_direct", "relay"],
+        granularity=config.granularity, force_numbers=config.force_numbers, force_last=config.force_last,
+        selfinfo_reduce=config.selfinfo_reduce, reason_tokens=config.reason_tokens,
+        answer_tokens=config.answer_tokens, batch_size=config.batch_size, dtype=config.dtype,
+        device=config.device, seed=config.seed, plot=False,
+    )  # fmt: skip
 
 
-def _read_jsonl(path: Path) -> dict[str, dict]:
-    """Records by id; a last line cut short by a kill is ignored (its batch runs again)."""
-    records: dict[str, dict] = {}
-    if not path.exists():
-        return records
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        records.setdefault(str(rec["id"]), rec)
-    return records
-
-
-def run_path(
-    relay: Relay, examples: list[Example], path: Path, label: str, progress: bool
-) -> dict[str, dict]:
-    """Answer the examples not yet in ``path`` with ``relay``, appending each batch; all records by id."""
-    done = _read_jsonl(path)
-    todo = [ex for ex in examples if ex.id not in done]
-    size = relay.config.batch_size
-    with progress_bar(disable=not progress) as bar:
-        task = bar.add_task(label, total=len(examples), completed=len(examples) - len(todo))
-        for start in range(0, len(todo), size):
-            batch = relay.run(todo[start : start + size], progress=False)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with path.open("a") as f:
-                for r in batch:
-                    rec = r.to_record()
-                    f.write(json.dumps(rec) + "\n")
-                    done[str(rec["id"])] = rec
-                f.flush()
-            bar.advance(task, len(batch))
-    return done
-
-
-def _stage_s(rec: dict, names: Sequence[str]) -> float:
-    stages = rec.get("stages") or {}
-    return math.fsum(stages[s]["seconds"] for s in names if s in stages)
-
-
-# --------------------------------------------------------------------------- post-hoc gates
-
-
-def _row(name: str, tau: float | None, per_q: list[dict]) -> dict:
-    graded = [q for q in per_q if q["correct"] is not None]
-    transferred = [q for q in per_q if q["transfer"]]
-    logprobs = [q["gold_logprob"] for q in per_q if q["gold_logprob"] is not None]
+def _row(gate: str, tau: float | None, row: dict) -> dict:
+    """A sweep row from an engine row (the direct answers transfer nothing and leak nothing)."""
+    direct = row["kind"] == "large_direct"
+    gold = row["gold_logprob"]
     return {
-        "gate": name,
+        "gate": gate,
         "tau": tau,
-        "questions": len(per_q),
-        "accuracy": statistics.fmean(q["correct"] for q in graded) if graded else None,
-        "leak_rate": statistics.fmean(q["leaked"] for q in graded) if graded else None,
-        "transfer_rate": len(transferred) / len(per_q),
-        "transferred_tokens": statistics.fmean(q["tokens"] for q in per_q),
-        "latency_s": statistics.fmean(q["latency"] for q in per_q),
-        "gold_logprob": statistics.fmean(logprobs) if len(logprobs) == len(per_q) else None,
+        "questions": row["n"],
+        "accuracy": row["accuracy"],
+        "leak_rate": 0.0 if direct else row["leakage"],
+        "transfer_rate": 0.0 if direct else row["transfer_rate"],
+        "transferred_tokens": row["transferred_tokens"],
+        "latency_s": row["end_to_end"],
+        "gold_logprob": gold if gold is not None and math.isfinite(gold) else None,
+        "stages": row["latency"],
     }
-
-
-def gate_rows(
-    examples: list[Example], direct: dict[str, dict], transfer: dict[str, dict], taus
-) -> list[dict]:
-    """One row per gate from the two runs (see the module docstring for the accounting)."""
-    pairs = [(direct[ex.id], transfer[ex.id]) for ex in examples]
-
-    def outcome(d: dict, t: dict, go: bool, with_direct: bool = True) -> dict:
-        src = t if go else d
-        latency = (_stage_s(d, ["large_direct"]) if with_direct else 0.0) + (
-            _stage_s(t, TRANSFER_STAGES) if go else 0.0
-        )
-        return {
-            "transfer": go,
-            "correct": src["correct"],
-            "leaked": bool(t["leaked"]) if go else False,
-            "tokens": t["transfer_tokens"] if go else 0,
-            "latency": latency,
-            "gold_logprob": src.get("gold_logprob"),
-        }
-
-    rows = [
-        _row("never", None, [outcome(d, t, False) for d, t in pairs]),
-        _row("always", None, [outcome(d, t, True, with_direct=False) for d, t in pairs]),
-    ]
-    for tau in taus:
-        gate = Gate("confidence", tau)
-        # no direct-answer probability (nothing generated): treated as p = 0, i.e. transfer
-        per_q = [
-            outcome(d, t, gate.transfer(d["direct_answer"], d["direct_prob"] or 0.0, t["small_answer"]))
-            for d, t in pairs
-        ]
-        rows.append(_row("confidence", tau, per_q))
-    agree = Gate("agreement")
-    rows.append(
-        _row(
-            "agreement",
-            None,
-            [
-                outcome(d, t, agree.transfer(d["direct_answer"], d["direct_prob"], t["small_answer"]))
-                for d, t in pairs
-            ],
-        )
-    )
-    return rows
 
 
 COLUMNS = [
@@ -254,14 +180,8 @@ def _plot(rows: list[dict], path: Path) -> None:
 
 
 def run_sweep(config: GateSweepConfig, small=None, large=None, progress: bool = True) -> dict:
-    """Run (or resume) the two per-question runs, apply every gate, write the outputs.
-
-    ``small`` / ``large`` reuse loaded Agents (tests, notebooks).
-    """
-    examples = load_examples(config.data, config.columns, split=config.split, limit=config.limit)
-    check_images(examples)
-    if len({ex.id for ex in examples}) != len(examples):
-        raise ValueError(f"{config.data!r}: example ids repeat; the per-question results are keyed by id")
+    """Run the engine once per tau (every model output after the first run comes from its cache);
+    write and return the sweep. ``small`` / ``large`` reuse loaded Agents (tests, notebooks)."""
     out = Path(config.out)
     relay_fields = {f.name for f in fields(RelayConfig)} - {"gate", "tau", "parallel", "device"}
     check_settings(
@@ -279,33 +199,33 @@ def run_sweep(config: GateSweepConfig, small=None, large=None, progress: bool = 
         load = {"dtype": config.dtype, "device": config.device}
         large = large or Agent.from_pretrained(config.large, **load)
         small = small or Agent.from_pretrained(config.small, **load)
-    direct = run_path(
-        Relay(None, large, "none", config.relay_config("never")),
-        examples,
-        out / "direct.jsonl",
-        "large direct answers",
-        progress,
-    )
-    relay = Relay(small, large, config.selector, config.relay_config("always"))
-    transfer = run_path(relay, examples, out / "transfer.jsonl", "transfer answers", progress)
-    rows = gate_rows(examples, direct, transfer, config.taus)
-    stage_means = {
-        s: statistics.fmean(
-            _stage_s(direct[ex.id] if s == "large_direct" else transfer[ex.id], [s]) for ex in examples
-        )
-        for s in STAGES
-    }
+    rows: list[dict] = []
+    confidence: list[dict] = []
+    for i, tau in enumerate(config.taus):
+        gates = ["always", "agreement", "confidence"] if i == 0 else ["confidence"]
+        result = run_eval(engine_config(config, gates, tau), agents=(small, large), progress=progress)
+        by_gate = {r["gate"] or r["kind"]: r for r in result["rows"]}
+        if i == 0:
+            first = result
+            rows += [_row("never", None, by_gate["large_direct"]), _row("always", None, by_gate["always"])]
+            agreement = _row("agreement", None, by_gate["agreement"])
+        confidence.append(_row("confidence", tau, by_gate["confidence"]))
+    rows += [*confidence, agreement]
+    never, always = rows[0]["stages"], rows[1]["stages"]
+    stage_means = {s: (never if s == "large_direct" else always)[s] for s in STAGES}
     result = {
         "config": asdict(config),
-        "questions": len(examples),
+        "questions": first["questions"],
         "stage_seconds": stage_means,
         "rows": rows,
     }
     intro = (
-        f"# Gate sweep\n\n{len(examples)} questions from `{config.data}`; selector `{config.selector}` at "
-        f"{config.budget_kind} budget {config.budget:g}; batch size {config.batch_size}. Latency: direct answer, "
-        "plus small reasoning + selection + transfer answer when transferred ('always' has no direct answer). "
-        "Mean stage seconds: " + ", ".join(f"{k} {v:.3f}" for k, v in stage_means.items()) + "."
+        f"# Gate sweep\n\n{first['questions']} questions from `{config.data}`; selector `{config.selector}` at "
+        f"{config.budget_kind} budget {config.budget:g}; batch size {config.batch_size}; run through the "
+        "evaluation engine. Latency: direct answer, plus small reasoning + selection + transfer answer when "
+        "transferred ('always' has no direct answer). Mean stage seconds: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in stage_means.items())
+        + "."
     )
     write_outputs(
         out, STEM, result, rows, COLUMNS, intro, plot=(lambda p: _plot(rows, p)) if config.plot else None

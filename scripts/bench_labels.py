@@ -41,14 +41,17 @@ from selector.answers import contains_answer
 from selector.selection import Budget, select_units
 from selector.traces import load_traces
 from selector.units import join_units, unit_token_counts
+from training.label_job import unit_tokenizer
 from training.labelers import (
     AblationLabeler,
     GradientLabeler,
     LabelInput,
     LooLabeler,
+    SoloLabeler,
     TransferScorer,
     draw_masks,
     mask_key,
+    spearman,
 )
 
 
@@ -84,33 +87,17 @@ def _write_json(path: Path, data) -> None:
     os.replace(tmp, path)
 
 
-def spearman(a, b) -> float | None:
-    """Spearman rank correlation (ties get average ranks); None when either side is constant."""
-
-    def ranks(x):
-        x = torch.as_tensor(x, dtype=torch.float64)
-        order = torch.argsort(x, stable=True)
-        r = torch.empty_like(x)
-        r[order] = torch.arange(len(x), dtype=torch.float64)
-        for v in torch.unique(x):  # average ranks over ties
-            tie = x == v
-            r[tie] = r[tie].mean()
-        return r
-
-    if len(a) < 2:
-        return None
-    ra, rb = ranks(a), ranks(b)
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    denom = float(ra.norm() * rb.norm())
-    return None if denom < 1e-12 else float((ra * rb).sum()) / denom
-
-
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
 def _item(record, units, agent) -> LabelInput:
-    return LabelInput.from_trace(record, units, agent.tokenizer)
+    """Token units are cut with the small model's tokenizer (the trace's ``model``), as in the relay."""
+    tokenizer = unit_tokenizer(None, record, _TOKENIZERS) if units == "token" else None
+    return LabelInput.from_trace(record, units, tokenizer)
+
+
+_TOKENIZERS: dict = {}
 
 
 def screen(agent, records, args, out: Path) -> list[dict]:
@@ -154,13 +141,7 @@ def bench_trace(agent, record, units: str, args, out: Path) -> dict:
         if key not in cache and mask in screened:
             cache[key] = screened[mask]
     labelers = {"loo": LooLabeler(batch_size=args.batch_size)}  # the reference, always run
-    if "ablation" in args.methods:
-        for m in sorted(args.masks, reverse=True):  # the largest m scores the shared masks in one batch
-            labelers[f"ablation@{m}"] = AblationLabeler(
-                masks=m, keep_prob=args.keep_prob, batch_size=args.batch_size
-            )
-    if "gradient" in args.methods:
-        labelers["gradient"] = GradientLabeler(batch_size=args.batch_size)
+    labelers.update(_variants(args))
     scorer = TransferScorer(agent, item, batch_size=args.batch_size, cache=cache)
     rows = {}
     for name, labeler in labelers.items():
@@ -173,6 +154,8 @@ def bench_trace(agent, record, units: str, args, out: Path) -> dict:
             "forward_passes": res.nominal_passes,
             "est_seconds": res.cost_s,
             "actual_seconds": res.seconds,
+            "reliability": res.reliability,
+            "reliability_kind": res.reliability_kind,
         }
         print(f"  {item.id} {units} {name}: {res.nominal_passes} passes, ~{res.cost_s:.1f}s", flush=True)
     f_all, f_none = rows["loo"]["f_all"], rows["loo"]["f_none"]
@@ -216,13 +199,36 @@ def bench_trace(agent, record, units: str, args, out: Path) -> dict:
     return result
 
 
-def _labeler_names(args) -> list[str]:
-    names = ["loo"]
+def _variants(args) -> dict:
+    """The labelers besides loo, by name: ablation at each m x keep probability (x antithetic),
+    solo, gradient. The largest m comes first, so it scores the masks smaller m share in one batch."""
+    labelers = {}
     if "ablation" in args.methods:
-        names += [f"ablation@{m}" for m in args.masks]
+        for p in _keep_probs(args):
+            for anti in (False, True) if getattr(args, "antithetic", False) else (False,):
+                for m in sorted(args.masks, reverse=True):
+                    name = (
+                        f"ablation@{m}"
+                        + ("" if p == args.keep_prob else f"p{p:g}")
+                        + ("anti" if anti else "")
+                    )
+                    labelers[name] = AblationLabeler(
+                        masks=m, keep_prob=p, antithetic=anti, batch_size=args.batch_size
+                    )
+    if "solo" in args.methods:
+        labelers["solo"] = SoloLabeler(batch_size=args.batch_size)
     if "gradient" in args.methods:
-        names.append("gradient")
-    return names
+        labelers["gradient"] = GradientLabeler(batch_size=args.batch_size)
+    return labelers
+
+
+def _keep_probs(args) -> list[float]:
+    extra = getattr(args, "keep_probs", None) or []
+    return [args.keep_prob] + [p for p in extra if p != args.keep_prob]
+
+
+def _labeler_names(args) -> list[str]:
+    return ["loo", *_variants(args)]
 
 
 THROUGHPUT_STRATEGIES = (
@@ -316,7 +322,14 @@ def summarize(results: list[dict]) -> dict:
                 else None,
                 "leak_rate": _mean([float(x["leak"]) for x in rows if x.get("leak") is not None]),
                 "fit_r2": _mean([x.get("fit_r2") for x in rows]),
-            }
+                "median_split_half": statistics.median(h)
+                if (h := [x["reliability"] for x in rows if x.get("reliability_kind") == "split_half"
+                          and x.get("reliability") is not None])
+                else None,
+                "median_spearman_vs_loo": statistics.median(v)
+                if (v := [x["spearman_vs_loo"] for x in rows if x.get("spearman_vs_loo") is not None])
+                else None,
+            }  # fmt: skip
         table[units]["full"] = {
             "leak_rate": _mean([float(r["full_leaks"]) for r in rs]),
             "gain_recovered_at_budget": 1.0,
@@ -332,13 +345,15 @@ def print_table(table: dict, budget: float) -> None:
     for units, t in table.items():
         print(f"\n{units} units: {t['traces']} traces, {_fmt(t['mean_units'], '.1f')} units/trace")
         print(
-            f"{'labeler':<14}{'spearman':>9}{'passes':>8}{'wall s':>9}{'gain@' + str(budget):>10}{'median':>8}{'leak':>7}{'R2':>7}"
+            f"{'labeler':<22}{'split-half':>11}{'vs loo':>8}{'passes':>8}{'wall s':>9}{'gain@' + str(budget):>10}"
+            f"{'median':>8}{'leak':>7}{'R2':>7}"
         )
         for name, row in t.items():
             if not isinstance(row, dict):
                 continue
             print(
-                f"{name:<14}{_fmt(row.get('spearman_vs_loo')):>9}{_fmt(row.get('forward_passes'), '.1f'):>8}"
+                f"{name:<22}{_fmt(row.get('median_split_half')):>11}{_fmt(row.get('median_spearman_vs_loo')):>8}"
+                f"{_fmt(row.get('forward_passes'), '.1f'):>8}"
                 f"{_fmt(row.get('est_seconds'), '.1f'):>9}{_fmt(row.get('gain_recovered_at_budget')):>10}"
                 f"{_fmt(row.get('median_gain_recovered')):>8}{_fmt(row.get('leak_rate')):>7}{_fmt(row.get('fit_r2')):>7}"
             )
@@ -351,10 +366,14 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--out", required=True, help="folder for the cache, per-trace results and bench_labels.json"
     )
-    parser.add_argument("--methods", default="ablation,loo,gradient")
+    parser.add_argument("--methods", default="ablation,loo,gradient", help="of ablation, loo, solo, gradient")
     parser.add_argument("--masks", default="8,16,32", help="ablation m values")
     parser.add_argument("--units", default="sentence,word")
     parser.add_argument("--keep-prob", type=float, default=0.5)
+    parser.add_argument(
+        "--keep-probs", default="", help="more ablation keep probabilities, e.g. 0.25,0.75 (each x every m)"
+    )
+    parser.add_argument("--antithetic", action="store_true", help="also antithetic ablation variants")
     parser.add_argument(
         "--min-gain", type=float, default=1.0, help="keep traces where f(all) - f(none) >= this"
     )
@@ -373,6 +392,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     args.masks = [int(m) for m in args.masks.split(",")]
+    args.keep_probs = [float(p) for p in args.keep_probs.split(",") if p.strip()]
     args.units = [u.strip() for u in args.units.split(",") if u.strip()]
     report = run(args)
     if report is None:

@@ -1,19 +1,24 @@
-"""Rebuild everything `tokenrelay demo` ships, from scratch, with one command (CPU, ~20-30 minutes).
+"""Rebuild everything `tokenrelay demo` ships with one command (CPU, ~30 minutes from scratch).
 
-    python -m scripts.build_demo                      # agents + selector into checkpoints/demo/
-    python -m scripts.build_demo --skip-agents        # keep the agents, retrain the selector only
-    python -m scripts.build_demo --demo-only          # rerun the demo, refresh checkpoints/demo/README.md
+    python -m scripts.build_demo --out runs/demo_release   # agents + selector into a new folder
+    python -m scripts.build_demo --out checkpoints/demo --overwrite   # replace the shipped release
+    python -m scripts.build_demo --out D --skip-agents     # keep D's agents, retrain the selector only
+    python -m scripts.build_demo --out D --demo-only       # rerun the demo, refresh D/README.md
+
+The shipped release (``checkpoints/demo``) is never written unless ``--overwrite`` is given.
 
 Steps (intermediate files under --work, never in the repository):
 
-1. ``scripts/train_demo_agents.py`` trains the small and large agents -> checkpoints/demo/{small,large};
+1. ``scripts/train_demo_agents.py`` trains the small and large agents -> OUT/{small,large} (``--agents-config``:
+   a YAML of its options, e.g. ``configs/demo_agents.yaml``, the recipe of the shipped agents);
 2. synthetic questions for the selector (``selector.synthetic``, their own seed) -> WORK/selector_questions.jsonl;
 3. ``tokenrelay reason --config configs/demo_reason.yaml``: the small agent's traces (with hidden states);
 4. each trace's final ``Answer:`` line is cut off (``selector.traces.strip_answer_from_trace``; `reason` now does it by default): the
    relay transfers the reasoning, not the small model's verdict;
 5. ``tokenrelay label --config configs/demo_label.yaml``: the large agent labels the units;
-6. ``tokenrelay train --config configs/demo_train.yaml``: the selector -> checkpoints/demo/selector;
-7. ``tokenrelay demo`` on the 200 held-out questions; the table goes into checkpoints/demo/README.md.
+6. ``tokenrelay train --config configs/demo_train.yaml``: the selector -> OUT/selector (an explicit release
+   folder, replaced with ``--release.overwrite``);
+7. ``tokenrelay demo`` on the held-out questions (the evaluation engine's preset); its table goes into OUT/README.md.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a file: make the repository importable
@@ -64,13 +70,25 @@ def strip_traces(src: Path, dst: Path, small_model: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scripts.build_demo", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", default="checkpoints/demo", help="where small/, large/ and selector/ go")
+    parser.add_argument("--out", default="runs/demo_release", help="where small/, large/ and selector/ go")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="allow replacing a release in checkpoints/ (never by default)",
+    )
+    parser.add_argument("--agents-config", default=None, help="YAML of scripts.train_demo_agents options")
+    parser.add_argument(
+        "--label-model",
+        default=None,
+        help="model that labels (default OUT/large); the large agent's pre-growth base computes the same "
+        "function at a fraction of the cost",
+    )
     parser.add_argument("--work", default="runs/demo_build", help="intermediate files (traces, labels, runs)")
     parser.add_argument(
         "--selector-questions", type=int, default=600, help="questions the selector learns from"
     )
     parser.add_argument(
-        "--demo-questions", type=int, default=200, help="held-out questions of the final check"
+        "--demo-questions", type=int, default=100, help="held-out questions of the final check"
     )
     parser.add_argument("--skip-agents", action="store_true", help="keep the trained agents in --out")
     parser.add_argument(
@@ -96,6 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     os.chdir(REPO)  # every path below may be relative to the repository
     out, work = _short(REPO / args.out), _short(REPO / args.work)
+    shipped = (REPO / "checkpoints").resolve()
+    if out.resolve().is_relative_to(shipped) and not args.overwrite:
+        parser.error(
+            f"{out} is a shipped release folder: pass --overwrite to replace it, or choose another --out"
+        )
     if args.fresh and work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
@@ -110,9 +133,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if not (args.skip_agents or args.demo_only):
         from scripts.train_demo_agents import TrainDemoConfig, run
+        from selector.cli import parse_config
 
         step("agents")
-        run(TrainDemoConfig(out=str(out), threads=args.threads))
+        agents_argv = ["--config", args.agents_config] if args.agents_config else []
+        config = parse_config(TrainDemoConfig, agents_argv, "train_demo_agents")
+        run(replace(config, out=str(out), threads=args.threads))
         done("agents")
     if not args.demo_only:
         build_selector(args, out, work, step, done)
@@ -122,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         "demo", "--questions", str(args.demo_questions), "--out", str(demo_out), "--checkpoints", str(out)
     )
     done("demo")
-    result = json.loads((demo_out / "demo_results.json").read_text())
+    result = json.loads((demo_out / "results.json").read_text())
     (out / "demo_results.json").write_text(json.dumps(result, indent=2) + "\n")
     times_file = out / "build_times.json"
     known = json.loads(times_file.read_text()) if times_file.is_file() else {}
@@ -152,13 +178,11 @@ def build_selector(args, out: Path, work: Path, step, done) -> None:
     step("labels")
     _tokenrelay(
         "label", "--config", "configs/demo_label.yaml",
-        "--traces", str(relayed), "--model", str(out / "large"), "--out", str(labels),
+        "--traces", str(relayed), "--model", str(args.label_model or out / "large"), "--out", str(labels),
         *(["--masks", str(args.masks)] if args.masks else []),
     )  # fmt: skip
     done("labels")
     step("selector")
-    if (out / "selector").exists():
-        shutil.rmtree(out / "selector")
     run_dir = work / "selector_run"
     if run_dir.exists():
         shutil.rmtree(run_dir)  # a fresh fit (the labels above resume; training is minutes)
@@ -166,6 +190,7 @@ def build_selector(args, out: Path, work: Path, step, done) -> None:
         "train", "--config", "configs/demo_train.yaml",
         "--data.data", str(labels), "--data.small_model", str(out / "small"),
         "--trainer.default_root_dir", str(run_dir), "--release.dirpath", str(out / "selector"),
+        "--release.overwrite", "true",  # OUT was checked above (checkpoints/ only with --overwrite)
         *(["--trainer.max_epochs", str(args.max_epochs)] if args.max_epochs else []),
     )  # fmt: skip
     done("selector")
@@ -173,7 +198,7 @@ def build_selector(args, out: Path, work: Path, step, done) -> None:
 
 def write_card(out: Path, result: dict, times: dict[str, float]) -> None:
     """checkpoints/demo/README.md: what is shipped, how it was built, and the measured table."""
-    from selector.demo import markdown_table
+    from selector.demo import short_table, summary
 
     sizes = sum(p.stat().st_size for p in out.rglob("*") if p.is_file() and p.suffix == ".safetensors")
     report = out / "agents_report.json"
@@ -186,14 +211,16 @@ def write_card(out: Path, result: dict, times: dict[str, float]) -> None:
         f"""# TokenRelay embedded demo
 
 What `tokenrelay demo` runs: two tiny, real Hugging Face causal LMs and a trained TokenRelay selector,
-trained from scratch on the synthetic chain-arithmetic world of `selector.synthetic` (questions such as
+trained on the synthetic chain-arithmetic world of `selector.synthetic` (questions such as
 `a = 7. b = a + 5. c = 3. d = b - 4. e = c + 2. f = d + 1. What is f?`, whose distractor lines do not
-matter for the answer).
+matter for the answer; the agents' recipe is in their model cards). The large agent's own reasoning
+is the accurate but slow reference; the small agent reasons faster but its recap overshoots on about
+one question in five; the relay hands the large agent the selected steps of the small agent's reasoning.
 
 | folder | what |
 | --- | --- |
-| `small/` | the small agent: writes verbose step-by-step reasoning, then `Answer: N` (model card inside) |
-| `large/` | the large agent: answers in a few tokens, directly or from a transfer prompt (model card inside) |
+| `small/` | the small agent: writes verbose step-by-step reasoning, a recap, then `Answer: N`, with one characteristic slip (model card inside) |
+| `large/` | the large agent: answers in a few tokens, directly or from a transfer prompt, or writes its own slip-free reasoning; grown to a larger model's cost (model card inside) |
 | `selector/` | the selector (`hidden` backbone: the small agent's hidden states), trained by `tokenrelay train` |
 | `agents_report.json`, `demo_results.json`, `build_times.json` | the measurements below, as JSON |
 
@@ -205,11 +232,15 @@ transfers reasoning, not the small model's verdict).
 
 ## Measured by `tokenrelay demo` ({result["questions"]} held-out questions)
 
-{markdown_table(result)}
+{short_table(result)}
 
-Stage times are milliseconds per question (a batch's wall time divided by its size, one CPU
-thread). Leakage counts transfers that state the gold number anywhere: with single-digit answers
-that often happens by coincidence, so it is high even for transfers that do not help.
+{chr(10).join(summary(result))}
+
+Stage times are seconds: the evaluation engine counts a batched stage's wall time for each question
+of the batch (here one batch of {result["config"]["batch_size"]}, one CPU thread), measured when each
+output was first computed, on a machine shared with other jobs. Leakage counts transfers that state the gold number
+anywhere: with single-digit answers that often happens by coincidence, so it is high even for
+transfers that do not help. Every row (the gated heuristics too) is in `demo_results.json`.
 """
     )
 

@@ -1,9 +1,17 @@
 """Train the embedded demo's two agents on the synthetic chain-arithmetic world (CPU, minutes).
 
 - *small*: reads a question through ``selector.prompts.reasoning_prompt`` and writes verbose
-  step-by-step reasoning with filler, then ``Answer: N``;
+  step-by-step reasoning with filler, a recap, then ``Answer: N`` — with the world's one slip
+  (``selector.synthetic``: its recap overshoots when the question goes one step past the asked
+  variable, while the marked step stays right);
 - *large*: reads ``selector.prompts.transfer_prompt`` holding any subset of a worked solution's
-  sentences (none: the direct prompt) and answers in a few tokens.
+  sentences (none: the direct prompt) and answers in a few tokens; given the reasoning prompt it
+  writes its own (slip-free) worked solution. After training it can be *grown*
+  (``large_grow``): widened and deepened by function-preserving expansion (Net2Net-style: the new
+  heads, MLP units and layers start with zero output projections), so it answers exactly as
+  trained while costing what a model of the grown shape costs per token — what makes the
+  latency gap between the large model's own reasoning and the relay real on a CPU, without the
+  hour it would take to train a model of that size from scratch here.
 
 Both are real Hugging Face Llama-style models with a byte-level BPE tokenizer made by ``tokenizers``
 and a ChatML chat template, so ``selector.agents.Agent`` drives them with the normal prompt builders.
@@ -11,7 +19,9 @@ The large model never sees a rule telling it what matters: its direct accuracy s
 few layers cannot chain several lookups and operations in one forward pass, and the steps it learns
 to read from a hint are whatever training taught it to use.
 
-    python -m scripts.train_demo_agents --out checkpoints/demo   # ~17 CPU-minutes: ~10-15 min on 2 cores
+    python -m scripts.train_demo_agents --out checkpoints/demo   # from scratch: ~20 CPU-minutes
+    python -m scripts.train_demo_agents --out runs/agents --init-small checkpoints/demo/small \
+        --init-large checkpoints/demo/small --copy-steps 0     # fine-tune from a previous release
     python -m scripts.train_demo_agents --out /tmp/demo --copy-steps 20 --small-steps 20 --large-steps 20
 
 Each agent first spends ``copy_steps`` cheap steps on a synthetic copying task (see
@@ -114,6 +124,16 @@ class TrainDemoConfig:
     """Do not train the small model: use ``out/small`` if it is there (else go without)."""
     skip_large: bool = False
     """Do not train the large model: use ``out/large`` if it is there (else go without)."""
+    init_small: str | None = None
+    """Start the small model from this saved model (and its tokenizer) instead of random weights."""
+    init_large: str | None = None
+    """Start the large model from this saved model (same tokenizer) instead of random weights."""
+    small_slip: bool = True
+    """The small model's worked solutions carry the world's slip (``verbose_reasoning(slip=True)``)."""
+    large_reason_rate: float = 0.4
+    """Share of the large model's training sequences that are its own worked solution (reasoning prompt)."""
+    large_grow: ModelShape | None = None
+    """Grow the trained large model to this shape (function-preserving: same answers, a larger model's cost)."""
 
     def __post_init__(self) -> None:
         for name in ("train_questions", "eval_questions", "batch_size", "threads"):
@@ -123,6 +143,8 @@ class TrainDemoConfig:
             raise ValueError("step counts must be >= 0")
         if self.direct_rate + self.full_rate > 1:
             raise ValueError("direct_rate + full_rate must be <= 1")
+        if not 0 <= self.large_reason_rate <= 1:
+            raise ValueError("large_reason_rate must be in [0, 1]")
 
 
 # --------------------------------------------------------------------------- tokenizer and models
@@ -183,6 +205,76 @@ def build_model(tokenizer, shape: ModelShape, seed: int):
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, do_sample=False
     )
     return model
+
+
+@torch.no_grad()
+def grow_model(model, shape: ModelShape, seed: int = 0):
+    """A wider, deeper copy of a Llama model computing the same function (Net2Net-style growth).
+
+    Head size is kept (``heads`` may grow), so attention scale and rotary frequencies are unchanged.
+    Old weights fill the top-left blocks; every new head, MLP unit and layer reads the stream with
+    fresh random weights but writes to it through zero output projections, and the residual
+    stream's new dimensions stay zero, so the RMSNorm weights are scaled by sqrt(old/new) hidden
+    size (and its epsilon by old/new) to keep each normalised vector as before. The grown model answers like the original (up to
+    float rounding) and costs, per token, what a model of the grown shape costs.
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    c = model.config
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    d0, f0, h0, n0 = c.hidden_size, c.intermediate_size, c.num_attention_heads, c.num_hidden_layers
+    if shape.hidden < d0 or shape.ffn < f0 or shape.heads < h0 or shape.layers < n0:
+        raise ValueError(
+            f"growth only: {shape} is smaller than the model ({d0}, {f0}, {h0} heads, {n0} layers)"
+        )
+    kv0 = c.num_key_value_heads
+    if shape.heads % (h0 // kv0):
+        raise ValueError(f"heads must be a multiple of the query group size {h0 // kv0}")
+    kv1 = shape.heads // (h0 // kv0)  # same group size: old query heads keep their key/value heads
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        **{
+            **c.to_dict(),
+            "hidden_size": shape.hidden,
+            "intermediate_size": shape.ffn,
+            "num_hidden_layers": shape.layers,
+            "num_attention_heads": shape.heads,
+            "num_key_value_heads": kv1,
+            "head_dim": head_dim,
+            "rms_norm_eps": c.rms_norm_eps * d0 / shape.hidden,  # mean squares shrink by d0/hidden
+        }
+    )
+    big = LlamaForCausalLM(config).to(torch.float32).eval()
+    big.generation_config = model.generation_config
+    scale = (d0 / shape.hidden) ** 0.5
+    a0, k0 = h0 * head_dim, kv0 * head_dim
+    emb = big.model.embed_tokens.weight
+    emb.zero_()
+    emb[:, :d0] = model.model.embed_tokens.weight
+    for i, layer in enumerate(big.model.layers):
+        attn, mlp = layer.self_attn, layer.mlp
+        attn.o_proj.weight.zero_()
+        mlp.down_proj.weight.zero_()
+        for norm in (layer.input_layernorm, layer.post_attention_layernorm):
+            norm.weight.fill_(scale)
+        if i >= n0:
+            continue  # a new layer: the identity until trained
+        old = model.model.layers[i]
+        attn.q_proj.weight[:a0, :d0] = old.self_attn.q_proj.weight
+        attn.k_proj.weight[:k0, :d0] = old.self_attn.k_proj.weight
+        attn.v_proj.weight[:k0, :d0] = old.self_attn.v_proj.weight
+        attn.o_proj.weight[:d0, :a0] = old.self_attn.o_proj.weight
+        mlp.gate_proj.weight[:f0, :d0] = old.mlp.gate_proj.weight
+        mlp.up_proj.weight[:f0, :d0] = old.mlp.up_proj.weight
+        mlp.down_proj.weight[:d0, :f0] = old.mlp.down_proj.weight
+        layer.input_layernorm.weight[:d0] = old.input_layernorm.weight * scale
+        layer.post_attention_layernorm.weight[:d0] = old.post_attention_layernorm.weight * scale
+    big.model.norm.weight.fill_(scale)
+    big.model.norm.weight[:d0] = model.model.norm.weight * scale
+    if not c.tie_word_embeddings:
+        big.lm_head.weight.zero_()
+        big.lm_head.weight[:, :d0] = model.lm_head.weight
+    return big
 
 
 # --------------------------------------------------------------------------- data
@@ -306,7 +398,7 @@ def small_batches(agent: Agent, problems: list[ChainProblem], config: TrainDemoC
     def make(step: int):
         rows = []
         for p in rng.sample(problems, config.batch_size):
-            completion = verbose_reasoning(p, rng) + tok.eos_token
+            completion = verbose_reasoning(p, rng, slip=config.small_slip) + tok.eos_token
             target = tok(completion, add_special_tokens=False)["input_ids"]
             prompt = prompts[p.id]
             rows.append((prompt + target, [0.0] * len(prompt) + [1.0] * len(target)))
@@ -316,13 +408,19 @@ def small_batches(agent: Agent, problems: list[ChainProblem], config: TrainDemoC
 
 
 def large_batches(agent: Agent, problems: list[ChainProblem], config: TrainDemoConfig):
-    """Batches of transfer prompt (random hint subset) -> " N" + eos, with a light LM loss on the prompt."""
+    """Batches of transfer prompt (random hint subset) -> " N" + eos, with a light LM loss on the prompt;
+    a ``large_reason_rate`` share are its own worked solutions (reasoning prompt -> slip-free reasoning)."""
     tok = agent.tokenizer
     rng = random.Random(config.seed + 2)
 
     def make(step: int):
         rows = []
         for p in rng.sample(problems, config.batch_size):
+            if rng.random() < config.large_reason_rate:
+                prompt = tok(reasoning_prompt(agent, p.question).text, add_special_tokens=False)["input_ids"]
+                target = tok(verbose_reasoning(p, rng) + tok.eos_token, add_special_tokens=False)["input_ids"]
+                rows.append((prompt + target, [0.0] * len(prompt) + [1.0] * len(target)))
+                continue
             reasoning = verbose_reasoning(p, rng, with_answer=False)
             hint = hint_subset(reasoning, rng, config)
             prompt = tok(transfer_prompt(agent, p.question, hint).text, add_special_tokens=False)["input_ids"]
@@ -360,6 +458,8 @@ def evaluate(small: Agent | None, large: Agent | None, problems: list[ChainProbl
         out["small_finished"] = sum("Answer:" in t for t in small_texts) / len(problems)
     if large is None:
         return out
+    prompts = [reasoning_prompt(large, p.question).text for p in problems]
+    out["large_reasoning"], _ = _accuracy(large, prompts, golds, 320, batch=25)
 
     def key_sentence(text: str) -> str:
         """The sentence stating the asked variable's value (the unit an oracle would keep)."""
@@ -405,15 +505,17 @@ A {params:,}-parameter Llama-style causal LM ({shape}) with a byte-level BPE tok
 (vocabulary {vocab}) and a ChatML chat template. It is TokenRelay's embedded-demo *small model*:
 given `selector.prompts.reasoning_prompt(agent, question)` for a synthetic chain-arithmetic question
 (`selector.synthetic`), it writes verbose step-by-step reasoning — filler words around one step per
-assigned variable, the asked variable's step marked — and ends with `Answer: N`.
+assigned variable, the asked variable's step marked — then a recap and `Answer: N`. It has the
+world's one slip (`selector.synthetic`): when the question's last line goes one step past the asked
+variable, its recap and answer overshoot to that line's value, while its marked step stays right.
 
 It is a toy: it knows nothing outside this synthetic world.
 
 ## Training
 
-Trained from scratch by `scripts/train_demo_agents.py` on {train} synthetic questions
+Trained by `scripts/train_demo_agents.py` (warm start: {init}) on {train} synthetic questions
 (`selector.synthetic.generate_problems(seed={seed})`, held-out demo questions removed) with worked
-solutions from `selector.synthetic.verbose_reasoning` (fresh filler each time), loss on the
+solutions from `selector.synthetic.verbose_reasoning(slip=True)` (fresh filler each time), loss on the
 completion only: {copy_steps} warm-up steps on a synthetic copying task (random token runs, then
 the same run again), then {steps} AdamW steps of {batch} sequences, peak lr {lr}, on CPU ({minutes:.1f} min wall,
 {cpu_minutes:.1f} CPU-minutes).
@@ -437,12 +539,17 @@ helper's key steps — it answers in a few tokens (` N` then end of turn).
 
 Its direct answers are weak (a few layers cannot chain several lookups and operations in one
 pass); which hint sentences let it answer is whatever its training taught it (no rule in the
-code says which sentence matters). It is a toy: it knows nothing outside this synthetic world.
+code says which sentence matters). Given `selector.prompts.reasoning_prompt` it writes its own worked solution, without the small
+agent's slip: the demo's accurate but slow reference. Its size is what makes it slow: it was
+trained at its base shape and then grown (function-preserving: new heads, MLP units and layers write
+through zero output projections), so it costs per token what its full shape costs.
+It is a toy: it knows nothing outside this synthetic world.
 
 ## Training
 
-Trained from scratch by `scripts/train_demo_agents.py` on {train} synthetic questions: each
-training prompt holds no hint ({direct:.0%}), the whole answer-free worked solution ({full:.0%}),
+Trained by `scripts/train_demo_agents.py` (warm start: {init}) on {train} synthetic questions: a
+{reason:.0%} share of training sequences are its own worked solutions; the others hold
+no hint ({direct:.0%}), the whole answer-free worked solution ({full:.0%}),
 or a random sentence subset (each sentence kept with a probability drawn per prompt), followed by
 the gold answer; loss on the answer (weight 1) and on the prompt (weight {ctx}). {copy_steps} warm-up
 steps on a synthetic copying task (random token runs, then the same run again), then {steps} AdamW
@@ -472,6 +579,7 @@ SMALL_KEYS = {
 LARGE_KEYS = {
     "questions": "held-out questions",
     "large_direct": "direct answer (no hint)",
+    "large_reasoning": "its own worked solution (reasoning prompt, up to 320 tokens)",
     "large_full_gold": "with the full worked solution",
     "large_chain_lines_gold": "with only the asked variable's chain steps",
     "large_key_sentence_gold": "with only the sentence stating the asked variable's value",
@@ -485,6 +593,17 @@ LARGE_KEYS = {
 def _shape_text(model) -> str:
     c = model.config
     return f"{c.num_hidden_layers} layers, hidden {c.hidden_size}, {c.num_attention_heads} heads, MLP {c.intermediate_size}"
+
+
+def _large_shape_text(info: dict, model) -> str:
+    if "grown_to" not in info:
+        return _shape_text(model)
+    g = info["grown_to"]
+    return (
+        f"{g['layers']} layers, hidden {g['hidden']}, {g['heads']} heads, MLP {g['ffn']}; grown by "
+        f"`grow_model` from the trained {info['base_shape']} model, whose answers it reproduces "
+        f"(max logit difference {info['grown_max_logit_diff']:.1e})"
+    )
 
 
 def _save(model, tokenizer, path: Path) -> None:
@@ -506,10 +625,11 @@ def run(config: TrainDemoConfig) -> dict:
     small_dir, large_dir = out / "small", out / "large"
     kept = [d for d, skip in ((small_dir, config.skip_small), (large_dir, config.skip_large)) if skip]
     kept = [d for d in kept if (d / "config.json").is_file()]
-    if config.tokenizer or kept:  # the agents share one tokenizer: reuse the given or kept one
+    given = config.tokenizer or (kept[0] if kept else None) or config.init_small or config.init_large
+    if given:  # the agents share one tokenizer: reuse the given, kept or warm-start one
         from transformers import AutoTokenizer
 
-        tokenizer = AutoTokenizer.from_pretrained(config.tokenizer or kept[0])
+        tokenizer = AutoTokenizer.from_pretrained(given)
     else:
         tokenizer = build_tokenizer(tokenizer_corpus(train, rng))
     from transformers import AutoModelForCausalLM
@@ -517,8 +637,13 @@ def run(config: TrainDemoConfig) -> dict:
     previous = out / "agents_report.json"
     training: dict = {}
 
-    def fit(name: str, shape: ModelShape, steps: int, batches, seed: int):
-        model = build_model(tokenizer, shape, seed)
+    def fit(name: str, shape: ModelShape, steps: int, batches, seed: int, init: str | None):
+        if init:
+            model = AutoModelForCausalLM.from_pretrained(init, dtype=torch.float32)
+            c = model.config
+            shape = ModelShape(c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.intermediate_size)
+        else:
+            model = build_model(tokenizer, shape, seed)
         wall, cpu = time.perf_counter(), time.process_time()
         warmup = copy_batches(tokenizer, config, seed + 7)
         losses = _train(model, batches(Agent(model, tokenizer), train, config), steps, config, name, warmup)
@@ -529,9 +654,22 @@ def run(config: TrainDemoConfig) -> dict:
             "cpu_seconds": time.process_time() - cpu,
             "final_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
             "shape": asdict(shape),
+            "init": init,
+            "lr": config.lr,
         }
-        _save(model, tokenizer, out / name)  # saved at once: a later failure loses nothing
-        return model
+        if name == "large" and config.large_grow is not None:
+            grown = grow_model(model, config.large_grow, seed)
+            probe = tokenizer([transfer_prompt(Agent(model, tokenizer), train[0].question, "").text],
+                              return_tensors="pt")  # fmt: skip
+            with torch.no_grad():
+                diff = (grown(**probe).logits - model(**probe).logits).abs().max().item()
+            training[name] |= {"grown_to": asdict(config.large_grow), "grown_max_logit_diff": diff,
+                               "grown_params": grown.num_parameters(), "base_shape": _shape_text(model)}  # fmt: skip
+            print(f"[large] grown to {config.large_grow} (max logit difference {diff:.2e})", flush=True)
+            _save(grown, tokenizer, out / name)
+        else:
+            _save(model, tokenizer, out / name)  # saved at once: a later failure loses nothing
+        return model  # (measured below; a grown model answers the same)
 
     def load(path: Path):
         return AutoModelForCausalLM.from_pretrained(path) if (path / "config.json").is_file() else None
@@ -539,19 +677,38 @@ def run(config: TrainDemoConfig) -> dict:
     if config.skip_small:
         small_model = load(small_dir)
     else:
-        small_model = fit("small", config.small, config.small_steps, small_batches, config.seed)
+        small_model = fit(
+            "small", config.small, config.small_steps, small_batches, config.seed, config.init_small
+        )
     if config.skip_large:
         large_model = load(large_dir)
+        if large_model is not None and config.large_grow is not None:
+            base = large_model.config
+            if (base.hidden_size, base.num_hidden_layers) != (
+                config.large_grow.hidden,
+                config.large_grow.layers,
+            ):
+                grown = grow_model(large_model, config.large_grow, config.seed + 1)  # grow a kept base
+                probe = tokenizer([train[0].question], return_tensors="pt")
+                with torch.no_grad():
+                    diff = (grown(**probe).logits - large_model(**probe).logits).abs().max().item()
+                info = training.setdefault("large", {})
+                info |= {"grown_to": asdict(config.large_grow), "grown_max_logit_diff": diff,
+                         "grown_params": grown.num_parameters(), "base_shape": _shape_text(large_model)}  # fmt: skip
+                _save(grown, tokenizer, large_dir)
     else:
-        large_model = fit("large", config.large, config.large_steps, large_batches, config.seed + 1)
+        large_model = fit(
+            "large", config.large, config.large_steps, large_batches, config.seed + 1, config.init_large
+        )
     start = time.perf_counter()
     metrics = evaluate(
         Agent(small_model, tokenizer) if small_model is not None else None,
         Agent(large_model, tokenizer) if large_model is not None else None,
         held_out,
     )
-    if previous.is_file():  # another run may have trained the other agent meanwhile
-        training = json.loads(previous.read_text()).get("training", {}) | training
+    if previous.is_file():  # another run may have trained the other agent meanwhile (merged per agent)
+        before = json.loads(previous.read_text()).get("training", {})
+        training = {k: {**before.get(k, {}), **training.get(k, {})} for k in {*before, *training}}
     report = {
         "config": asdict(config),
         "training": training,
@@ -563,13 +720,13 @@ def run(config: TrainDemoConfig) -> dict:
         "train": len(train),
         "seed": TRAIN_SEED,
         "batch": config.batch_size,
-        "lr": config.lr,
         "vocab": len(tokenizer),
     }
 
     def timing(name: str) -> dict:
         info = training.get(name, {})
         return {
+            "lr": info.get("lr", config.lr),
             "steps": info.get("steps", "?"),
             "copy_steps": info.get("copy_steps", 0),
             "minutes": info.get("wall_seconds", 0) / 60,
@@ -582,6 +739,7 @@ def run(config: TrainDemoConfig) -> dict:
                 params=small_model.num_parameters(),
                 shape=_shape_text(small_model),
                 metrics=_metrics_table(metrics, SMALL_KEYS),
+                init=training.get("small", {}).get("init") or "none, from scratch",
                 **timing("small"),
                 **common,
             )
@@ -589,9 +747,11 @@ def run(config: TrainDemoConfig) -> dict:
     if large_model is not None:
         (large_dir / "README.md").write_text(
             LARGE_CARD.format(
-                params=large_model.num_parameters(),
-                shape=_shape_text(large_model),
+                params=training.get("large", {}).get("grown_params") or large_model.num_parameters(),
+                shape=_large_shape_text(training.get("large", {}), large_model),
                 direct=config.direct_rate,
+                reason=config.large_reason_rate,
+                init=training.get("large", {}).get("init") or "none, from scratch",
                 full=config.full_rate,
                 ctx=config.context_loss_weight,
                 metrics=_metrics_table(metrics, LARGE_KEYS),
@@ -601,6 +761,13 @@ def run(config: TrainDemoConfig) -> dict:
         )
     previous.write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def config_from_yaml(path: str) -> TrainDemoConfig:
+    """Build the config of a YAML file without running it (tests/test_configs.py)."""
+    from selector.cli import parse_config
+
+    return parse_config(TrainDemoConfig, ["--config", str(path)], "python -m scripts.train_demo_agents")
 
 
 def main(argv: list[str] | None = None) -> int:

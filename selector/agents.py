@@ -59,7 +59,8 @@ class Generation:
     logprobs: list[float]
     """Log-probability of each generated token under the model's own (untempered) distribution."""
     finish_reason: str
-    """'stop' (end-of-sequence token) or 'length' (hit max_new_tokens)."""
+    """'stop' (end-of-sequence token) or 'length' (hit max_new_tokens); a stream (selector.early_stop)
+    also ends 'early_stop' (its check said enough) or 'cancelled'."""
     prompt_tokens: int
     new_tokens: int
     prefill_s: float

@@ -48,13 +48,23 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     ),
     "demo": (
         "selector.demo:main",
-        "run the whole relay offline on the embedded synthetic world (tiny shipped agents, ~2 min)",
+        "the relay beside the large model's own reasoning, offline on the embedded synthetic world (an eval preset)",
         "selector.demo:demo_config",
+    ),
+    "calibrate": (
+        "selector.calibrate:main",
+        "choose the confidence gate's tau (and selector, budget) on a dev eval run; writes a relay config",
+        "selector.calibrate:calibrate_config",
     ),
     "profile": (
         "selector.profiler:main",
         "fit per-model latency cost models on random weights and predict the relay's speedup",
         "selector.profiler:profile_config",
+    ),
+    "serve": (
+        "selector.serve.cli:main",
+        "the relay as an OpenAI-compatible HTTP service (FastAPI + uvicorn; the serve extra)",
+        "selector.serve.cli:serve_config",
     ),
 }
 
@@ -179,5 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return getattr(importlib.import_module(module), func)(argv[1:])
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # `python -m selector.cli`: run the imported module, so that its error
+    from selector.cli import main as _main  # classes (UsageError...) are the ones commands raise
+
+    sys.exit(_main())

@@ -341,7 +341,8 @@ def _optional_column(cols: ColumnMap, name: str, available: list[str], source: s
         return None
     raise DataError(
         f"{name} column {column!r} not found in {source}; available columns: {available}. "
-        f"Set ColumnMap({name}=...) to the right column, or None to go without."
+        f"Name the right column with --columns.{name} COLUMN, or --columns.{name} null to go without "
+        f"(in Python: ColumnMap({name}=...))."
     )
 
 
@@ -350,7 +351,7 @@ def _required_column(column: str, what: str, available: list[str], source: str) 
     if column not in available:
         raise DataError(
             f"{what} column {column!r} not found in {source}; available columns: {available}. "
-            f"Map it with ColumnMap({what}='<your column>')."
+            f"Name your column with --columns.{what} COLUMN (in Python: ColumnMap({what}='COLUMN'))."
         )
 
 
@@ -383,8 +384,9 @@ def _iter_examples(table: _Table, cols: ColumnMap, require_answer: bool) -> Iter
         if _is_missing(raw_answer):
             if require_answer:
                 raise DataError(
-                    f"{table.name}: row {row_id} has no answer ({cols.answer!r}); "
-                    "pass require_answer=False to allow that"
+                    f"{table.name}: row {row_id} has no answer ({cols.answer!r}); this command needs a gold "
+                    "answer in every row (--columns.answer names its column; in Python, "
+                    "require_answer=False allows rows without one)"
                 )
             answer = ""
         else:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .cli import parse_config, run_command
 from .evaluation import EvalConfig, markdown_table, run_eval
+from .shards import OutputLock
 
 __all__ = ["eval_config", "main"]
 
@@ -27,7 +28,8 @@ def eval_config(path: str) -> EvalConfig:
 def main(argv: Sequence[str]) -> int:
     def body() -> None:
         config = parse_config(EvalConfig, argv, PROG)
-        result = run_eval(config)
+        with OutputLock(config.out, "the evaluation folder"):  # a second job would redo the same work
+            result = run_eval(config)
         print(markdown_table(result))
         cache = result["cache"]
         computed = sum(cache["misses"].get(k, 0) for k in ("generate", "score", "hidden_states"))

@@ -11,6 +11,7 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
+from .eval_paired import paired_markdown
 from .relay import STAGES, RelayResult, StageStats
 
 __all__ = ["condition_metrics", "markdown_table", "output_tokens", "pareto_front", "write_outputs"]
@@ -163,7 +164,16 @@ def write_outputs(result: dict, records: Sequence[dict], out: Path, plot: bool =
         f"{helps} problems where the full reasoning raises the large model's gold log-prob by at least "
         f"{result['gain_min_nats']:g} nat(s).\n\n"
     )
-    _write_atomic(paths["markdown"], intro + markdown_table(result) + "\n")
+    paired = ""
+    if result.get("paired"):
+        paired = (
+            "\n## Paired comparisons\n\nPer problem, each trained selector against the best heuristic "
+            "(of first / last / random / selfinfo, at its budget and gate, chosen on these problems) and "
+            "against the full transfer: mean difference, bootstrap 95% interval, wins / losses / ties.\n\n"
+            + paired_markdown(result["paired"])
+            + "\n"
+        )
+    _write_atomic(paths["markdown"], intro + markdown_table(result) + "\n" + paired)
     _write_atomic(paths["csv"], _csv_text(result["rows"]))
     _write_atomic(paths["records"], "".join(json.dumps(r, default=str) + "\n" for r in records))
     if plot:

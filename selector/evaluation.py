@@ -33,13 +33,14 @@ import statistics
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from .agents import Agent, Generation
 from .answers import answers_match, extract_answer
 from .baselines import BASELINES, check_selector_name, load_selector
 from .data import ColumnMap, Example, load_examples
+from .eval_paired import paired_vs_references
 from .eval_report import condition_metrics, markdown_table, pareto_front, write_outputs
 from .gating import GATES, check_gate
 from .output_cache import CachedAgent, OutputCache, files_fingerprint, image_keys
@@ -47,6 +48,7 @@ from .progress import progress_bar
 from .prompts import answer_target
 from .reasoning import ReasoningView, UnitScorer
 from .relay import Relay, RelayConfig, RelayResult, StageStats, check_images
+from .remote import HIDDEN_SELECTOR_ERROR, RemoteAgent, RemoteConfig
 from .selection import Transfer, check_budget
 from .units import GRANULARITIES
 
@@ -89,6 +91,12 @@ class EvalConfig:
     """The small (reasoning) model: a local folder or hub id (needed for small_reasoning and relay)."""
     large: str | None = None
     """The large (answering) model: a local folder or hub id."""
+    small_endpoint: RemoteConfig | None = None
+    """Run the small model behind an OpenAI-compatible engine (vLLM, `tokenrelay serve`); ``small`` (or
+    small_endpoint.tokenizer) is then the local folder of its tokenizer. Not with the 'hidden' selector."""
+    large_endpoint: RemoteConfig | None = None
+    """Run the large model behind an OpenAI-compatible engine; its gold-answer log-probs come from the
+    engine's prompt log-probs (vLLM's prompt_logprobs). ``large``: its tokenizer folder."""
     out: str = "runs/eval"
     """Output folder: results.md/.csv/.json, records.jsonl, plots, and cache/ (model outputs, reused)."""
     selectors: list[str] = field(
@@ -138,8 +146,9 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if not self.data or not str(self.data).strip():
             raise ValueError("--data is required: questions with gold answers")
-        if not self.large or not str(self.large).strip():
-            raise ValueError("--large is required (the answering model)")
+        large_tokenizer = self.large_endpoint is not None and self.large_endpoint.tokenizer is not None
+        if (not self.large or not str(self.large).strip()) and not large_tokenizer:
+            raise ValueError("--large is required (the answering model, or large_endpoint.tokenizer)")
         if not str(self.out).strip():
             raise ValueError("--out is empty")
         self.conditions = _unique(self.conditions, "conditions")
@@ -181,7 +190,8 @@ class EvalConfig:
             raise ValueError(f"limit must be >= 1, got {self.limit}")
         if not math.isfinite(self.gain_min_nats) or self.gain_min_nats <= 0:
             raise ValueError(f"gain_min_nats must be > 0, got {self.gain_min_nats}")
-        if self.needs_small and (not self.small or not str(self.small).strip()):
+        small_tokenizer = self.small_endpoint is not None and self.small_endpoint.tokenizer is not None
+        if self.needs_small and (not self.small or not str(self.small).strip()) and not small_tokenizer:
             raise ValueError("--small is required for the small_reasoning and relay conditions")
 
     @property
@@ -292,7 +302,10 @@ def selector_fingerprint(name_or_path: str, config: EvalConfig) -> str:
 
 
 _NOT_SELECTION = ("small", "large", "selector", "budget", "budget_kind", "gate", "tau", "answer_tokens",
-                  "batch_size", "parallel", "dtype", "device", "score_gold", "granularity")  # fmt: skip
+                  "batch_size", "parallel", "dtype", "device", "score_gold", "granularity",
+                  # how the reasoning was made (its text is keyed), not how it is selected:
+                  "concurrent", "large_threads", "small_threads", "early_stop", "stop_threshold",
+                  "check_every", "trial_tokens", "stop_cue")  # fmt: skip
 """RelayConfig fields that never change a selection (or are keyed separately)."""
 
 
@@ -353,10 +366,16 @@ class _EvalRelay(Relay):
 # --------------------------------------------------------------------------- running
 
 
-def _load_agents(config: EvalConfig) -> tuple[Agent | None, Agent]:
+def _load_agents(config: EvalConfig) -> tuple[Agent | RemoteAgent | None, Agent | RemoteAgent]:
     load = {"dtype": config.dtype, "device": config.device}
-    large = Agent.from_pretrained(config.large, **load)
-    small = Agent.from_pretrained(config.small, **load) if config.needs_small else None
+
+    def agent(endpoint: RemoteConfig | None, path: str | None):
+        if endpoint is not None:  # as `tokenrelay serve` builds one: the model path is its tokenizer
+            return RemoteAgent(replace(endpoint, tokenizer=endpoint.tokenizer or path))
+        return Agent.from_pretrained(path, **load)
+
+    large = agent(config.large_endpoint, config.large)
+    small = agent(config.small_endpoint, config.small) if config.needs_small else None
     return small, large
 
 
@@ -387,6 +406,13 @@ def run_eval(
         for s in config.selectors:
             kwargs = config.relay_config(s, "always", None).selector_kwargs(s) if s in BASELINES else {}
             selectors[s] = load_selector(s, **kwargs)
+    if agents is None and config.small_endpoint is not None and config.needs_small:
+        backbone = {
+            s: getattr(getattr(sel, "config", None), "backbone", None) for s, sel in selectors.items()
+        }
+        hidden = [s for s, b in backbone.items() if b == "hidden"]
+        if hidden:  # refused before any model is loaded or called
+            raise ValueError(f"selector {hidden[0]!r}: {HIDDEN_SELECTOR_ERROR}")
     small_agent, large_agent = agents if agents is not None else _load_agents(config)
     if config.needs_small and small_agent is None:
         raise ValueError("the small_reasoning and relay conditions need a small model")
@@ -515,6 +541,14 @@ def run_eval(
         "seconds": time.perf_counter() - started,
         "config": _jsonable(asdict(config)),
         "rows": table,
+        # each trained (or oracle) selector against the best heuristic and the full transfer
+        "paired": paired_vs_references(
+            table,
+            {cond.id: [r.gold_logprob for r in results[cond.id]] for cond in grid},
+            f_none,
+            f_all,
+            gain_min_nats=config.gain_min_nats,
+        ),
     }
     records = [
         {"condition": cond.id, **r.to_record(), "f_none": f_none[i], "f_all": f_all[i]}

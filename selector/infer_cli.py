@@ -15,6 +15,7 @@ from pathlib import Path
 from .cli import parse_config, run_command
 from .data import ColumnMap, Example, load_examples
 from .relay import STAGES, Relay, RelayConfig, RelayResult, check_images
+from .shards import OutputLock, read_jsonl_output
 
 __all__ = ["InferConfig", "infer_config", "main", "run_infer"]
 
@@ -96,17 +97,29 @@ def _summary(results: Sequence[RelayResult]) -> str:
 
 
 def _done_ids(out: Path) -> set[str]:
-    if not out.exists():
-        return set()
     done = set()
-    for line in out.read_text().splitlines():
-        if line.strip():
-            done.add(json.loads(line)["id"])
+    for number, record in enumerate(read_jsonl_output(out), 1):
+        if "id" not in record:
+            raise ValueError(
+                f"{out}: record {number} has no 'id'; is this a `tokenrelay infer` results file?"
+            )
+        done.add(str(record["id"]))
     return done
 
 
 def run_infer(config: InferConfig, relay: Relay | None = None) -> list[RelayResult]:
-    """Answer the question or the dataset's examples; dataset results are appended to ``config.out``."""
+    """Answer the question or the dataset's examples; dataset results are appended to ``config.out``.
+
+    A dataset run holds a lock on ``config.out`` (taken before any data or model loads): a second job
+    on the same file stops at once instead of writing every answer twice.
+    """
+    if config.data is None or config.out is None:
+        return _run_infer(config, relay)
+    with OutputLock(config.out, "the results file"):
+        return _run_infer(config, relay)
+
+
+def _run_infer(config: InferConfig, relay: Relay | None) -> list[RelayResult]:
     if config.question is not None:
         images = [str(Path(config.image).expanduser().resolve())] if config.image else []
         examples = [Example("question", config.question, "", images, config.choices)]

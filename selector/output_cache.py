@@ -60,7 +60,8 @@ def model_fingerprint(agent: Agent) -> str:
         name = str(local.resolve())
         weights = files_fingerprint(local, ("*.safetensors", "*.bin", "config.json"))
     dtype = getattr(getattr(agent, "config", None), "dtype", "")
-    return f"{name}|{weights}|{dtype}|{agent.device.type}"
+    device = getattr(agent, "device", None)  # None: a model behind an endpoint (its name holds the URL)
+    return f"{name}|{weights}|{dtype}|{device.type if device is not None else 'remote'}"
 
 
 def image_keys(images: Sequence) -> list[str]:

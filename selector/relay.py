@@ -11,7 +11,18 @@ the batch's wall time (what each question waited); run with ``batch_size=1`` for
 latency. End-to-end latency is the sum of the stages that ran (``parallel=False``), or, with
 ``parallel=True``, it counts the small model as running concurrently with the large direct answer:
 max(large direct, small reasoning) + the rest, and a question the gate answers directly does not
-wait for the small model at all under the confidence gate.
+wait for the small model at all under the confidence gate (arithmetic on stage times).
+
+``concurrent=True`` really runs them at the same time: the large model's direct answer and the
+small model's reasoning each in its own worker thread with its own torch thread count (torch ops
+release the GIL, so on a CPU the two overlap on their own cores; on a GPU both models stay
+resident). Latency is then measured wall time, from the batch's start to the moment its answer is
+ready. Answers are those of the sequential relay. Under the confidence gate a confident question is
+answered as soon as the direct answer is, and its small-model stream is cancelled.
+
+``early_stop`` (see ``selector.early_stop``) streams the small model's reasoning and stops it at a
+unit boundary once a cheap check says it is enough; the relay transfers what it has. A stream that
+stopped on its trial answer carries that answer as the small model's (the agreement gate reads it).
 """
 
 from __future__ import annotations
@@ -19,13 +30,17 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+import torch
 
 from .agents import Agent, Generation
 from .answers import answers_match, contains_answer, extract_answer
 from .baselines import check_selector_name, load_selector, select_transfer
 from .data import Example
+from .early_stop import StreamResult, check_early_stop, reason_streams
 from .gating import Gate, answer_from_generation, answer_probability, check_gate
 from .progress import progress_bar
 from .prompts import PromptParts, PromptTemplate, answer_target, reasoning_prompt, transfer_prompt
@@ -72,6 +87,22 @@ class RelayConfig:
     """Questions per batch (1 gives exact per-question latency)."""
     parallel: bool = False
     """Account the small model as running concurrently with the large direct answer (see module doc)."""
+    concurrent: bool = False
+    """Really run the large direct answer and the small reasoning at the same time; latency = wall time."""
+    large_threads: int = 0
+    """concurrent: torch threads of the large model's worker (0 = half the process's threads, rounded up)."""
+    small_threads: int = 0
+    """concurrent: torch threads of the small model's worker (0 = the other half, at least 1)."""
+    early_stop: str = "none"
+    """Stop the small model's reasoning early: none, confidence, agreement, or selector (selector.early_stop)."""
+    stop_threshold: float = 0.9
+    """Early stop: the trial answer's minimum probability (confidence; agreement too, 0 = any agreement)."""
+    check_every: int = 1
+    """Early stop: check at every n-th unit (sentence) boundary."""
+    trial_tokens: int = 8
+    """Early stop: cap on the small model's trial-answer tokens per check."""
+    stop_cue: str = "\nAnswer:"
+    """Early stop: the text fed after the reasoning so far to read the small model's trial answer."""
     dtype: str = "float32"
     """Model dtype: float32, bfloat16, float16 or auto."""
     device: str = "auto"
@@ -92,6 +123,17 @@ class RelayConfig:
         for name in ("reason_tokens", "answer_tokens", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("large_threads", "small_threads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0 (0 = automatic), got {value!r}")
+        check_early_stop(
+            self.early_stop, self.stop_threshold, self.check_every, self.trial_tokens, self.stop_cue
+        )
+        if self.early_stop == "agreement" and self.gate == "always":
+            raise ValueError(
+                "early_stop 'agreement' needs the large model's direct answer: not with gate 'always'"
+            )
         if self.selfinfo_reduce not in ("sum", "mean"):
             raise ValueError(f"selfinfo_reduce must be 'sum' or 'mean', got {self.selfinfo_reduce!r}")
         for name in ("small", "large"):
@@ -153,6 +195,10 @@ class RelayResult:
     """The transfer text states the gold answer (False on the direct path; None without gold)."""
     gold_logprob: float | None = None
     """log p_large(gold | final prompt), with score_gold."""
+    small_finish: str | None = None
+    """How the small model's reasoning ended: stop, length, early_stop, or cancelled (None: it did not run)."""
+    stop_checks: int = 0
+    """Early-stop checks run on the small model's reasoning (their seconds are inside its stage)."""
 
     def to_record(self) -> dict:
         """A flat JSON-friendly dict (stage stats as nested dicts)."""
@@ -165,6 +211,11 @@ def check_images(examples: Sequence[Example]) -> None:
         for image in ex.images:
             if isinstance(image, (str, os.PathLike)) and not Path(image).exists():
                 raise FileNotFoundError(f"image file {str(image)!r} of example {ex.id!r} does not exist")
+
+
+def _generation_s(gens: Sequence[Generation]) -> float:
+    """Wall seconds of one batched generation (prefill + decode, shared by the batch)."""
+    return max((g.prefill_s + g.decode_s for g in gens), default=0.0)
 
 
 def _batch_stats(gen: Generation) -> StageStats:
@@ -190,6 +241,8 @@ class Relay:
         if isinstance(selector, str):
             selector = load_selector(selector, **self.config.selector_kwargs(selector))
         self.selector = selector
+        self._workers: ThreadPoolExecutor | None = None
+        self._total_threads = torch.get_num_threads()
         if small is None and self.gate.kind != "never":
             raise ValueError(f"gate {self.gate.kind!r} needs a small model")
         selector_config = getattr(selector, "config", None)
@@ -277,35 +330,71 @@ class Relay:
     def _run_batch(self, batch: list[Example]) -> list[RelayResult]:
         cfg, gate = self.config, self.gate
         n = len(batch)
+        t0 = time.perf_counter()
         res = [
             RelayResult(id=ex.id, answer=None, path="direct", output="", gold=ex.answer or None)
             for ex in batch
         ]
         direct_parts = [self._prompt(ex, None) for ex in batch]
-        # (1) the large model's direct answer
         golds = [ex.answer or None for ex in batch]
         gold_logprob: list[float | None] = [None] * n
-        if gate.needs_direct:
-            gens_direct, gold_logprob = self._answer_and_score(direct_parts, golds)
+        known: dict[int, tuple[str | None, float | None]] = {}  # direct answers as they arrive
+
+        def run_direct() -> tuple[list[Generation], list[float | None], float]:
+            start = time.perf_counter()
+            gens, lps = self._answer_and_score(direct_parts, golds)
+            for i, gen in enumerate(gens):
+                known[i] = (
+                    answer_from_generation(gen.text),
+                    answer_probability(self.large.tokenizer, gen.token_ids, gen.logprobs),
+                )
+            return gens, lps, start + _generation_s(gens)  # gold scoring is not in the latency
+
+        # (1) the large model's direct answer and (2) the small model's reasoning where it is needed,
+        # at the same time with ``concurrent``.
+        if gate.kind == "never":
+            need: list[int] | None = []
+        elif gate.small_for_all or cfg.parallel or cfg.concurrent:
+            need = list(range(n))
+        else:  # confidence, sequential: only the questions the gate sends on
+            need = None
+        direct_out = small_out = None
+        if cfg.concurrent and gate.needs_direct and need:
+            pool = self._pool()
+            fut_direct = pool.submit(self._in_worker, self.large, self.threads[0], run_direct)
+            fut_small = pool.submit(
+                self._in_worker, self.small, self.threads[1], self._reason, batch, need, known
+            )
+            direct_out, small_out = fut_direct.result(), fut_small.result()
+        else:
+            direct_out = run_direct() if gate.needs_direct else None
+            if need is None:
+                need = [i for i in range(n) if gate.transfer(known[i][0], known[i][1], None)]
+            small_out = self._reason(batch, need, known) if need else []
+        direct_done = t0
+        if direct_out is not None:
+            gens_direct, gold_logprob, direct_done = direct_out
             for r, gen in zip(res, gens_direct):
                 r.output = gen.text
                 r.direct_answer = r.answer = answer_from_generation(gen.text)
                 r.direct_prob = answer_probability(self.large.tokenizer, gen.token_ids, gen.logprobs)
                 r.stages["large_direct"] = _batch_stats(gen)
-        # (2) the small model's reasoning, for the questions that need it
-        if gate.kind == "never":
-            need = []
-        elif gate.small_for_all or cfg.parallel:
-            need = list(range(n))
-        else:  # confidence, sequential: only the questions the gate sends on
-            need = [i for i in range(n) if gate.transfer(res[i].direct_answer, res[i].direct_prob, None)]
         gens: dict[int, Generation] = {}
-        if need:
-            for i, gen in zip(need, self.reason([batch[i] for i in need])):
-                gens[i] = gen
-                res[i].reasoning = gen.text
-                res[i].small_answer = extract_answer(gen.text)
-                res[i].stages["small_reasoning"] = _batch_stats(gen)
+        ready = {i: direct_done for i in range(n)}  # when each answer could be given (concurrent)
+        for i, (gen, stream, end) in zip(need, small_out):
+            r = res[i]
+            r.small_finish, r.stages["small_reasoning"] = gen.finish_reason, _batch_stats(gen)
+            if gen.finish_reason == "cancelled":
+                continue  # the gate answered directly: no reasoning to use
+            gens[i] = gen
+            r.reasoning = gen.text
+            r.small_answer = extract_answer(gen.text)
+            if stream is not None:
+                r.stop_checks = stream.checks
+                if gen.finish_reason == "early_stop" and stream.trial is not None:
+                    r.small_answer = stream.trial.answer
+            if gate.kind != "confidence":
+                ready[i] = max(ready[i], end)
         # (3) the gate, (4) selection
         transfers: dict[int, Transfer] = {}
         for i in range(n):
@@ -323,9 +412,11 @@ class Relay:
         if order:
             for i in order:
                 final_parts[i] = self._prompt(batch[i], transfers[i].text)
+            start = time.perf_counter()
             answered, scores = self._answer_and_score(
                 [final_parts[i] for i in order], [golds[i] for i in order]
             )
+            final_done = start + _generation_s(answered)
             for i, gen, lp in zip(order, answered, scores):
                 gold_logprob[i] = lp
                 r = res[i]
@@ -333,8 +424,9 @@ class Relay:
                 r.answer = answer_from_generation(gen.text)
                 r.stages["large_prefill"] = StageStats(gen.prefill_s, gen.prompt_tokens, 1)
                 r.stages["large_decode"] = StageStats(gen.decode_s, 0, max(0, gen.new_tokens - 1))
-        for ex, r in zip(batch, res):
-            r.latency_s = self._latency(r)
+                ready[i] = final_done
+        for i, (ex, r) in enumerate(zip(batch, res)):
+            r.latency_s = ready[i] - t0 if cfg.concurrent else self._latency(r)
             if ex.answer:
                 r.correct = answers_match(r.answer, ex.answer)
                 r.leaked = contains_answer(r.transfer_text, ex.answer) if r.transfer_text else False
@@ -352,6 +444,48 @@ class Relay:
             for i, s in zip(scored, scores):
                 res[i].gold_logprob = s.logprob
         return res
+
+    # ------------------------------------------------------------------ concurrency and streaming
+    @property
+    def threads(self) -> tuple[int, int]:
+        """Torch threads of the (large, small) workers of a concurrent relay."""
+        total = self._total_threads
+        large = self.config.large_threads or max(1, (total + 1) // 2)
+        small = self.config.small_threads or max(1, total - large)
+        return large, small
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._workers is None:
+            self._workers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="relay")
+        return self._workers
+
+    @staticmethod
+    def _in_worker(agent, threads: int, fn, *args):
+        """Run ``fn`` in this worker with its own torch thread count (and CUDA stream on a GPU)."""
+        torch.get_num_threads()  # a thread's first torch call resets its count from the global one
+        torch.set_num_threads(threads)
+        if agent is None or agent.device.type != "cuda":
+            return fn(*args)
+        stream = torch.cuda.Stream(device=agent.device)
+        with torch.cuda.stream(stream):
+            out = fn(*args)
+        stream.synchronize()
+        return out
+
+    @property
+    def streams(self) -> bool:
+        """Whether the small model streams its reasoning (question by question) instead of one batch."""
+        return self.config.early_stop != "none" or (self.config.concurrent and self.gate.kind == "confidence")
+
+    def _reason(
+        self, batch: Sequence[Example], need: list[int], known: dict
+    ) -> list[tuple[Generation, StreamResult | None, float]]:
+        """Stage 2 for ``batch[i]``, i in ``need``: (generation, its stream or None, when it ended)."""
+        if not self.streams:
+            gens = self.reason([batch[i] for i in need])
+            end = time.perf_counter()
+            return [(g, None, end) for g in gens]
+        return reason_streams(self, batch, need, known)
 
     def reason(self, batch: Sequence[Example]) -> list[Generation]:
         """Stage 2: the small model's reasoning for ``batch`` (one generate call)."""

@@ -80,7 +80,7 @@ def check_budget(kind: str, value) -> None:
     if kind == "ratio" and not 0 < value <= 1:
         raise ValueError(f"a ratio budget must be in (0, 1], got {value}")
     if kind in ("tokens", "topk"):
-        if value != int(value):
+        if math.isinf(value) or value != int(value):
             raise ValueError(f"a {kind} budget must be a whole number, got {value}")
         if kind == "topk" and value < 0:
             raise ValueError(f"top-k needs k >= 0, got {value}")

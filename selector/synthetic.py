@@ -6,8 +6,15 @@ A question is a list of variable assignments and asks for one variable::
 
 Only the assignments on the asked variable's dependency chain (q, h, f, m) matter; the others are
 distractors. Every question comes with its gold answer and a *verbose* worked solution (filler
-words around each step, one step per line, then ``Answer: N``): the kind of reasoning a small model
-writes, where the few tokens that matter to a reader are a small fraction of the text.
+words around each step, one step per line, a recap ``So the answer is N.``, then ``Answer: N``):
+the kind of reasoning a small model writes, where the few tokens that matter to a reader are a small
+fraction of the text.
+
+The demo's small model has one characteristic slip (``verbose_reasoning(..., slip=True)``): when the
+question's last line goes one step past the asked variable (``g = d + 2`` after ``d`` is asked), its
+recap and final answer overshoot to that last value, although its step for the asked variable (the
+line marked "which the question asks for") is right. A reader of its whole reasoning meets two
+answers; a selector that keeps the marked step and drops the recap filters the mistake out.
 
 Everything is a pure function of ``(config, seed)``, so a test, an ablation and the demo build see
 the same questions.
@@ -30,6 +37,7 @@ __all__ = [
     "SyntheticConfig",
     "generate_problem",
     "generate_problems",
+    "recap_sentence",
     "relevant_lines",
     "strip_answer_line",
     "verbose_reasoning",
@@ -152,6 +160,12 @@ class ChainProblem:
         return str(self.values[self.target])
 
     @property
+    def overshoot(self) -> str:
+        """The variable a hasty reader reports: the last line when it is computed from the asked one."""
+        last = self.assignments[-1]
+        return last.name if last.parent == self.target else self.target
+
+    @property
     def question(self) -> str:
         return " ".join(f"{a.text}." for a in self.assignments) + f" What is {self.target}?"
 
@@ -223,11 +237,14 @@ def verbose_reasoning(
     config: SyntheticConfig | None = None,
     *,
     with_answer: bool = True,
+    slip: bool = False,
 ) -> str:
-    """A worked solution with filler: an opening, one line per assignment in question order, ``Answer: N``.
+    """A worked solution with filler: an opening, one line per assignment in question order, a recap
+    line ``So the answer is N.``, then ``Answer: N``.
 
-    The asked variable's line says so ("which the question asks for"), as chatty
-    reasoning does; the lines after it are the remaining distractors.
+    The asked variable's line says so ("which the question asks for"), as chatty reasoning does; the
+    lines after it are the remaining distractors. ``slip``: the recap and the answer give the value of
+    :attr:`ChainProblem.overshoot` (the demo small model's mistake); every step stays right.
     """
     config = config or SyntheticConfig()
     values = problem.values
@@ -249,8 +266,15 @@ def verbose_reasoning(
         if rng.random() < config.filler_rate:
             line += " " + rng.choice(_FILLERS)
         lines.append(line)
+    reported = str(values[problem.overshoot]) if slip else problem.answer
+    lines.append(recap_sentence(reported))
     text = "\n".join(lines)
-    return f"{text}\nAnswer: {problem.answer}" if with_answer else text
+    return f"{text}\nAnswer: {reported}" if with_answer else text
+
+
+def recap_sentence(value: str) -> str:
+    """The worked solution's closing recap (the line before ``Answer:``)."""
+    return f"So the answer is {value}."
 
 
 def strip_answer_line(reasoning: str) -> str:

@@ -297,7 +297,8 @@ def test_gate_sweep_is_exact_and_resumes(tmp_path, tiny_lm_dir, tiny_plain_lm_di
     assert one["latency_s"] == pytest.approx(never["latency_s"] + always["latency_s"])
     assert math.isfinite(never["gold_logprob"]) and zero["gold_logprob"] == never["gold_logprob"]
     assert one["gold_logprob"] == always["gold_logprob"]
-    assert len((out / "direct.jsonl").read_text().splitlines()) == 5
+    # The sweep is the engine's: its cache holds the model outputs, and its records the per-question runs.
+    assert (out / "cache").is_dir() and (out / "results.json").is_file()
 
     # Exact: a relay gated at tau takes the same path and gives the same answer for every question.
     config = ablate_gate.config_from_yaml(ABLATIONS / "gate.yaml")
@@ -315,17 +316,17 @@ def test_gate_sweep_is_exact_and_resumes(tmp_path, tiny_lm_dir, tiny_plain_lm_di
     )
     small = Agent.from_pretrained(tiny_lm_dir, device="cpu")
     large = Agent.from_pretrained(tiny_plain_lm_dir, device="cpu")
-    direct = [json.loads(x) for x in (out / "direct.jsonl").read_text().splitlines()]
-    transfer = {r["id"]: r for r in map(json.loads, (out / "transfer.jsonl").read_text().splitlines())}
-    tau = sorted(r["direct_prob"] for r in direct)[2]  # a threshold that splits the questions
     examples = load_examples(arithmetic_jsonl)
+    direct = Relay(None, large, "none", config.relay_config("never")).run(examples, progress=False)
+    always = Relay(small, large, "selfinfo", config.relay_config("always")).run(examples, progress=False)
+    tau = sorted(d.direct_prob for d in direct)[2]  # a threshold that splits the questions
     gated = Relay(small, large, "selfinfo", replace(config.relay_config("confidence"), tau=tau)).run(
         examples, progress=False
     )
-    for g, d in zip(gated, direct):
-        go = d["direct_prob"] < tau
+    for g, d, t in zip(gated, direct, always):
+        go = d.direct_prob < tau
         assert g.path == ("transfer" if go else "direct")
-        assert g.answer == (transfer[g.id]["answer"] if go else d["answer"])
+        assert g.answer == (t.answer if go else d.answer)
     # A new tau list, rerun: nothing is generated again, and the new row matches the gated relay.
     with count_forwards(small.model) as s_calls, count_forwards(large.model) as l_calls:
         result = ablate_gate.run_sweep(replace(config, taus=[tau]), small=small, large=large, progress=False)
@@ -335,6 +336,8 @@ def test_gate_sweep_is_exact_and_resumes(tmp_path, tiny_lm_dir, tiny_plain_lm_di
     assert row["accuracy"] == sum(bool(g.correct) for g in gated) / 5
     with pytest.raises(ValueError, match="other settings"):
         ablate_gate.run_sweep(replace(config, budget=0.5), small=small, large=large, progress=False)
+    with pytest.raises(ValueError, match="engine does not take"):
+        replace(config, early_stop="confidence")
 
 
 # --------------------------------------------------------------------------- CLI

@@ -1,4 +1,5 @@
-"""`tokenrelay demo` and its shipped checkpoints: they load, and a short run fills every row of the table."""
+"""`tokenrelay demo`: a preset of the evaluation engine over the shipped checkpoints, which load and
+speak the demo world; and the growth that gives the demo's large agent its size."""
 
 from __future__ import annotations
 
@@ -6,25 +7,31 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
+from scripts.train_demo_agents import ModelShape, grow_model
 from selector.agents import Agent
 from selector.cli import main
-from selector.demo import DemoConfig, default_checkpoints
+from selector.demo import DEMO_SEED, DemoConfig, default_checkpoints, demo_eval_config, short_table
+from selector.eval_report import markdown_table
+from selector.evaluation import build_grid, run_eval
 from selector.prompts import reasoning_prompt, transfer_prompt
 from selector.synthetic import generate_problems
+from tests.tiny_models import make_causal_lm
 
 SHIPPED = default_checkpoints()
-MAX_SHIPPED_BYTES = 20 * 1024 * 1024
+MAX_SHIPPED_BYTES = 24 * 1024 * 1024
 
 
 def test_shipped_agents_load_and_speak_the_demo_world():
     small = Agent.from_pretrained(SHIPPED / "small", device="cpu")
     large = Agent.from_pretrained(SHIPPED / "large", device="cpu")
     assert small.uses_chat_template and large.uses_chat_template
-    assert large.model.num_parameters() > small.model.num_parameters()
+    assert large.model.num_parameters() > 4 * small.model.num_parameters()
     q = generate_problems(1, seed=123)[0].question
-    gen = small.generate([reasoning_prompt(small, q).text], max_new_tokens=12)[0]
-    assert gen.new_tokens == 12 and gen.text.strip()
+    for agent in (small, large):  # both reason step by step when asked to
+        gen = agent.generate([reasoning_prompt(agent, q).text], max_new_tokens=12)[0]
+        assert gen.new_tokens == 12 and gen.text.strip()
     answer = large.generate([transfer_prompt(large, q, None).text], max_new_tokens=4)[0]
     assert answer.finish_reason == "stop" and answer.text.strip()
 
@@ -48,38 +55,36 @@ def test_shipped_checkpoints_are_small_and_documented():
     assert not [p for p in files if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl")]
 
 
-def test_demo_fast_run_fills_every_condition(tmp_path):
+def test_demo_is_the_engine_preset(tmp_path, capsys):
+    """The demo's table is the engine's result for the preset config: same rows, same numbers."""
     out = tmp_path / "demo"
-    argv = ["demo", "--questions", "6", "--out", str(out), "--budgets", "[0.25, 0.5]", "--batch-size", "3"]
+    argv = ["demo", "--questions", "3", "--out", str(out), "--budgets", "[0.25]", "--batch-size", "3",
+            "--reason-tokens", "40"]  # fmt: skip
     assert main(argv) == 0
-    result = json.loads((out / "demo_results.json").read_text())
-    table = [ln for ln in (out / "demo_results.md").read_text().splitlines() if ln.startswith("| ")]
-    assert len(table) == len(result["rows"]) + 2  # header, separator, one line per condition
-    assert (out / "demo_accuracy_vs_tokens.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    rows = {r["condition"]: r for r in result["rows"]}
-    baselines = ["random", "first", "last", "selfinfo", "oracle"]
-    expected = {"large direct", "small with reasoning", "large + full reasoning"}
-    expected |= {f"large + {s} @ {b}" for s in ["selector", *baselines] for b in ("25%", "50%")}
-    expected |= {"gated relay (agreement, selector @ 25%)"}
-    assert set(rows) == expected
-    assert result["questions"] == 6
+    printed = capsys.readouterr().out
+    result = json.loads((out / "results.json").read_text())
+    config = DemoConfig(questions=3, out=str(out), budgets=[0.25], batch_size=3, reason_tokens=40)
+    eval_config = demo_eval_config(config, SHIPPED, out / "questions.jsonl")
+    assert [r["condition"] for r in result["rows"]] == [c.id for c in build_grid(eval_config)]
+    ids = {r["condition"] for r in result["rows"]}
+    assert {"large_direct", "large_reasoning", "small_reasoning"} <= ids
+    for name in ("selector", "full", "random", "first", "last", "selfinfo"):
+        assert any(i.startswith(f"relay:{name}") and i.endswith(":always") for i in ids), name
+    assert "relay:selector@0.25:confidence" in ids
+    # The questions are the held-out seed's, and the printed table is the engine's table (short rows).
+    questions = [json.loads(line) for line in (out / "questions.jsonl").read_text().splitlines()]
+    assert [q["id"] for q in questions] == [p.id for p in generate_problems(3, DEMO_SEED)]
+    assert short_table(result) in printed and markdown_table(result).split("\n")[0] in printed
+    assert "| relay random @ 25% (confidence) |" not in printed  # gated heuristics: results.md only
+    assert (out / "accuracy_vs_latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for r in result["rows"]:
-        assert 0 <= r["accuracy"] <= 1
-        assert r["total_ms"] == pytest.approx(sum(r["stage_ms"].values()))
-        assert all(v >= 0 for v in r["stage_ms"].values())
-    assert rows["large direct"]["transferred_tokens"] == 0
-    assert rows["large direct"]["stage_ms"]["large_direct"] > 0
-    assert rows["small with reasoning"]["stage_ms"]["small_reasoning"] > 0
-    full = rows["large + full reasoning"]
-    assert full["transferred_share"] == pytest.approx(1.0)
-    assert full["transferred_tokens"] == pytest.approx(result["reasoning_tokens"])
-    for s in ["selector", *baselines]:
-        quarter, half = rows[f"large + {s} @ 25%"], rows[f"large + {s} @ 50%"]
-        assert quarter["transferred_share"] <= 0.25 + 1e-9 and half["transferred_share"] <= 0.5 + 1e-9
-        assert quarter["stage_ms"]["large_prefill"] > 0 and quarter["leakage"] is not None
-    gated = rows["gated relay (agreement, selector @ 25%)"]
-    assert 0 <= gated["transferred_questions"] <= 1
-    assert gated["stage_ms"]["large_direct"] > 0 and gated["stage_ms"]["small_reasoning"] > 0
+        assert r["n"] == 3 and 0 <= r["accuracy"] <= 1 and r["end_to_end"] > 0
+    # The engine itself, on the demo's config and folder, gives the very same rows (from its cache),
+    # and so does a rerun of the demo.
+    again = run_eval(eval_config, progress=False)
+    assert again["rows"] == result["rows"]
+    assert main(argv) == 0
+    assert json.loads((out / "results.json").read_text())["rows"] == result["rows"]
 
 
 def test_demo_reports_missing_checkpoints_clearly(tmp_path, capsys):
@@ -99,6 +104,8 @@ def test_demo_reports_missing_checkpoints_clearly(tmp_path, capsys):
         ({"baselines": ["full"]}, "unknown baseline"),
         ({"baselines": ["best"]}, "unknown baseline"),
         ({"gate": "sometimes"}, "gate"),
+        ({"gate": "always"}, "gate"),
+        ({"tau": 1.5}, "tau"),
     ],
 )
 def test_bad_demo_config_is_refused(kwargs, match):
@@ -108,3 +115,24 @@ def test_bad_demo_config_is_refused(kwargs, match):
 
 def test_shipped_checkpoints_default_is_the_repository_folder():
     assert default_checkpoints() == Path(__file__).resolve().parent.parent / "checkpoints" / "demo"
+
+
+def test_grown_model_answers_exactly_like_the_original(tmp_path):
+    folder = make_causal_lm(tmp_path / "lm", seed=3)
+    agent = Agent.from_pretrained(folder, device="cpu")
+    c = agent.model.config
+    shape = ModelShape(hidden=2 * c.hidden_size, layers=c.num_hidden_layers + 2,
+                       heads=2 * c.num_attention_heads, ffn=3 * c.intermediate_size)  # fmt: skip
+    grown = grow_model(agent.model, shape, seed=1)
+    assert grown.num_parameters() > 3 * agent.model.num_parameters()
+    assert grown.config.num_hidden_layers == shape.layers and grown.config.hidden_size == shape.hidden
+    ids = torch.randint(3, c.vocab_size, (2, 17))
+    with torch.no_grad():
+        assert torch.allclose(grown(ids).logits, agent.model(ids).logits, atol=1e-5)
+    grown.save_pretrained(tmp_path / "grown")
+    agent.tokenizer.save_pretrained(tmp_path / "grown")
+    big = Agent.from_pretrained(tmp_path / "grown", device="cpu")
+    prompt = [transfer_prompt(agent, "1 + 2?", None).text]
+    assert big.generate(prompt, max_new_tokens=6)[0].text == agent.generate(prompt, max_new_tokens=6)[0].text
+    with pytest.raises(ValueError, match="growth only"):
+        grow_model(agent.model, ModelShape(hidden=c.hidden_size // 2, layers=1, heads=1, ffn=8))

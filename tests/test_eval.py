@@ -150,6 +150,26 @@ def test_cli_writes_every_output_with_a_row_per_condition(
         assert sel["transfer_ratio"] <= b + 1e-9
     trained = rows["relay:tiny-selector@0.5:always"]
     assert trained["latency"]["selection"] > 0 and trained["transfer_rate"] == 1
+    # Paired statistics: the trained selector against the best heuristic (here selfinfo, the only
+    # one) at each budget and gate, and against the full transfer; checked against the records.
+    paired = {(p["condition"], p["reference"]): p for p in result["paired"]}
+    assert len(paired) == 3 * 2 * 2 and "## Paired comparisons" in table
+    lp = {(r["condition"], r["id"]): r["gold_logprob"] for r in records}
+    qids = sorted({r["id"] for r in records})
+    for gate in ("always", "confidence", "agreement"):
+        for b in (0.25, 0.5):
+            row = paired[(f"relay:tiny-selector@{b}:{gate}", "best heuristic")]
+            assert row["reference_logprob"] == "selfinfo"
+            diffs = [lp[(row["condition"], q)] - lp[(f"relay:selfinfo@{b}:{gate}", q)] for q in qids]
+            assert row["gold_logprob"]["n"] == 5
+            assert row["gold_logprob"]["mean_diff"] == pytest.approx(sum(diffs) / 5)
+            assert (
+                row["gold_logprob"]["ci_low"]
+                <= row["gold_logprob"]["mean_diff"]
+                <= row["gold_logprob"]["ci_high"]
+            )
+            full = paired[(f"relay:tiny-selector@{b}:{gate}", "full transfer")]
+            assert full["reference_logprob"] == "full"
     for r in records:
         if r["condition"].startswith("relay:") and r["path"] == "transfer":
             assert set(r["stages"]) >= {"small_reasoning", "selection", "large_prefill", "large_decode"}

@@ -82,6 +82,8 @@ def test_label_command_writes_labelled_traces(traces_dir, tiny_lm_dir, tmp_path,
     argv = ["label", "--traces", str(traces_dir), "--model", str(tiny_lm_dir), "--out", str(out)]
     argv += ["--method", method, "--units", units, "--masks", "6", "--keep-prob", "0.4"]
     argv += ["--accelerator", "cpu", "--devices", "1", "--progress-bar", "false"]
+    if units == "token":  # the traces' recorded model ("small") is no folder: name the small tokenizer
+        argv += ["--unit-tokenizer", str(tiny_lm_dir)]
     assert main(argv) == 0
     assert "5 traces labelled" in capsys.readouterr().out
     records = read_records(out)

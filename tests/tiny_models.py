@@ -72,13 +72,20 @@ def _llama_config(vocab_size: int, hidden: int = 32, layers: int = 2) -> LlamaCo
 
 
 def make_causal_lm(
-    out: Path, *, chat_template: bool = True, seed: int = 0, hidden: int = 32, layers: int = 2
+    out: Path,
+    *,
+    chat_template: bool = True,
+    seed: int = 0,
+    hidden: int = 32,
+    layers: int = 2,
+    vocab_size: int = 400,
 ) -> Path:
-    """Save a random tiny Llama-style causal LM with its tokenizer to ``out``."""
+    """Save a random tiny Llama-style causal LM with its tokenizer to ``out`` (another
+    ``vocab_size`` gives another tokenizer: pairs with different tokenizers)."""
     import torch
 
     torch.manual_seed(seed)
-    tok = build_tokenizer(chat_template=chat_template)
+    tok = build_tokenizer(chat_template=chat_template, vocab_size=vocab_size)
     model = LlamaForCausalLM(_llama_config(len(tok), hidden, layers))
     model.generation_config.pad_token_id = 0
     model.generation_config.eos_token_id = 2

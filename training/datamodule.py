@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
-from torch.utils.data import DataLoader
+import torch
+from torch.utils.data import DataLoader, RandomSampler
 
 from selector.data import DataError
 from selector.progress import progress_bar
@@ -115,6 +116,8 @@ class TraceDataModule(L.LightningDataModule):
         self.val_items: list[LabelledTrace] = []
         self.stats: dict = {}
         self.info: dict = {}
+        self.shuffle_seed = torch.initial_seed() % 2**31
+        """Seed of the training order (with the epoch); saved in resume checkpoints."""
 
     # ------------------------------------------------------------------ loading
     def _small_tokenizer(self, records):
@@ -233,20 +236,47 @@ class TraceDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------ loaders
     def _loader(self, items: list[LabelledTrace], shuffle: bool) -> DataLoader:
+        # the loader draws from its own generator, never the global RNG (dropout's): a resumed run
+        # then consumes random numbers exactly as an uninterrupted one
         return DataLoader(
             items,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=EpochShuffle(items, self.shuffle_seed) if shuffle else None,
             num_workers=self.num_workers,
             collate_fn=as_batch,
             persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.shuffle_seed),
         )
+
+    def state_dict(self) -> dict:
+        return {"shuffle_seed": self.shuffle_seed}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.shuffle_seed = int(state_dict.get("shuffle_seed", self.shuffle_seed))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_items, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_items, shuffle=False)
+
+
+class EpochShuffle(RandomSampler):
+    """A shuffle drawn from (seed, epoch) alone, so a run resumed at epoch e sees the order an
+    uninterrupted run saw; Lightning calls ``set_epoch`` (and swaps in a seeded DistributedSampler on
+    several devices)."""
+
+    def __init__(self, data, seed: int):
+        super().__init__(data)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        yield from torch.randperm(len(self.data_source), generator=generator).tolist()
 
 
 class TraceBatch:

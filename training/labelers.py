@@ -8,24 +8,31 @@ so the labels measure exactly what the relay will send. Three estimators share o
   batch with the shared prefix encoded once; a linear surrogate f(S) ~ w0 + sum_i w_i [i in S] is
   fitted (ridge or L1) and its weights are the labels. m does not grow with the number of units.
 - ``loo``: f(all) - f(all without unit i); n + 2 prompts.
+- ``solo``: f({i}) - f(none), each unit's value on its own; n + 2 prompts, all but one short.
 - ``gradient``: gradient x input embedding of log p(gold), summed per unit; one backward pass.
+
+Every result carries a reliability figure: for ``ablation`` the split-half agreement (Spearman
+between the unit weights fitted on two disjoint halves of the random masks); deterministic labelers
+report none of their own, and ``reference_agreement`` compares them with a reference labeler.
 """
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, MutableMapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
 
 from selector.prompts import PromptTemplate, answer_target, transfer_prompt
+from selector.remote import RemoteAgent
 from selector.units import Unit, assign_spans_to_units, join_units, split_units
+
+from .label_math import draw_masks, fit_surrogate, r2_score, spearman, split_halves
 
 __all__ = [
     "METHODS",
@@ -35,15 +42,18 @@ __all__ = [
     "LabelResult",
     "Labeler",
     "LooLabeler",
+    "SoloLabeler",
     "TransferScorer",
     "draw_masks",
     "fit_surrogate",
     "get_labeler",
     "r2_score",
+    "reference_agreement",
     "score_passes",
+    "spearman",
 ]
 
-METHODS = ("ablation", "loo", "gradient")
+METHODS = ("ablation", "loo", "solo", "gradient")
 
 
 # --------------------------------------------------------------------------- data
@@ -69,7 +79,7 @@ class LabelInput:
 
     @classmethod
     def from_trace(cls, record: Mapping, granularity: str = "sentence", tokenizer=None) -> LabelInput:
-        """From a trace record; ``tokenizer`` (the large model's) is needed for token units."""
+        """From a trace record; ``tokenizer`` (the small model's, as in the relay) cuts token units."""
         reasoning = record.get("reasoning") or ""
         return cls(
             id=str(record["id"]),
@@ -108,6 +118,12 @@ class LabelResult:
     """Forward passes an uncached run of this labeler needs (for comparing labelers)."""
     cost_s: float = 0.0
     """Wall time an uncached run would take, from the recorded cost of each f value."""
+    reliability: float | None = None
+    """How far the labels can be trusted to rank: for ablation, the split-half Spearman between the
+    weights fitted on two disjoint halves of the random masks; for a deterministic labeler, its
+    Spearman with a reference labeler when one was run (``reference_agreement``); else None."""
+    reliability_kind: str | None = None
+    """What ``reliability`` measures: 'split_half', 'vs_<reference method>', or None."""
 
 
 # --------------------------------------------------------------------------- scoring f(S)
@@ -196,7 +212,11 @@ class TransferScorer:
             todo, prompts = [todo[k] for k in order], [prompts[k] for k in order]
             images = [list(self.item.images)] * len(todo)
             start = time.perf_counter()
-            with count_forwards(self.agent.model) as counter:
+            if isinstance(self.agent, RemoteAgent):  # no weights here: count the engine's requests
+                counting = nullcontext([math.ceil(len(todo) / self.batch_size)])
+            else:
+                counting = count_forwards(self.agent.model)
+            with counting as counter:
                 results = self.agent.score(
                     prompts,
                     self.item.target,
@@ -218,85 +238,6 @@ class TransferScorer:
         self.nominal_passes += score_passes(len(first), self.batch_size, self.reuse_prefix)
         self.cost_s += sum(self.cache[key][1] for key in first)
         return [self.cache[key][0] for key in keys]
-
-
-# --------------------------------------------------------------------------- surrogate
-
-
-def fit_surrogate(
-    X: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    method: str = "ridge",
-    alpha: float = 0.01,
-    max_iter: int = 5000,
-    tol: float = 1e-10,
-) -> tuple[float, torch.Tensor]:
-    """Fit f(S) ~ w0 + X @ w; returns (w0, w). The intercept is not penalized.
-
-    ridge: min (1/m)||y - w0 - Xw||^2 + alpha ||w||^2 (closed form).
-    lasso: min (1/2m)||y - w0 - Xw||^2 + alpha ||w||_1 (FISTA; deterministic).
-    """
-    X = torch.as_tensor(X, dtype=torch.float64)
-    y = torch.as_tensor(y, dtype=torch.float64)
-    if X.ndim != 2 or y.ndim != 1 or X.shape[0] != y.shape[0]:
-        raise ValueError(f"need X (m, n) and y (m,), got {tuple(X.shape)} and {tuple(y.shape)}")
-    if alpha < 0:
-        raise ValueError(f"alpha must be >= 0, got {alpha}")
-    m, n = X.shape
-    x_mean, y_mean = X.mean(0), y.mean()
-    Xc, yc = X - x_mean, y - y_mean
-    if method == "ridge":
-        gram = Xc.T @ Xc + m * alpha * torch.eye(n, dtype=X.dtype)
-        w = (
-            torch.linalg.lstsq(gram, Xc.T @ yc).solution
-            if alpha == 0
-            else torch.linalg.solve(gram, Xc.T @ yc)
-        )
-    elif method == "lasso":
-        lipschitz = float(torch.linalg.matrix_norm(Xc, ord=2)) ** 2 / m
-        w = torch.zeros(n, dtype=X.dtype)
-        if lipschitz > 0:
-            step = 1.0 / lipschitz
-            z, t = w.clone(), 1.0
-            for _ in range(max_iter):
-                grad = Xc.T @ (Xc @ z - yc) / m
-                u = z - step * grad
-                w_next = torch.sign(u) * torch.clamp(u.abs() - step * alpha, min=0.0)
-                t_next = (1 + math.sqrt(1 + 4 * t * t)) / 2
-                z = w_next + ((t - 1) / t_next) * (w_next - w)
-                done = float((w_next - w).abs().max()) < tol
-                w, t = w_next, t_next
-                if done:
-                    break
-    else:
-        raise ValueError(f"unknown surrogate fit {method!r}; expected 'ridge' or 'lasso'")
-    return float(y_mean - x_mean @ w), w
-
-
-def r2_score(y: torch.Tensor, pred: torch.Tensor) -> float | None:
-    """Coefficient of determination; None when y is constant (R^2 undefined)."""
-    y, pred = torch.as_tensor(y, dtype=torch.float64), torch.as_tensor(pred, dtype=torch.float64)
-    total = float(((y - y.mean()) ** 2).sum())
-    if len(y) < 2 or total < 1e-12:
-        return None
-    return 1.0 - float(((y - pred) ** 2).sum()) / total
-
-
-def _stable_seed(seed: int, trace_id: str) -> int:
-    digest = hashlib.sha256(f"{seed}:{trace_id}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
-def draw_masks(n_units: int, m: int, keep_prob: float, seed: int, trace_id: str) -> torch.Tensor:
-    """(m, n_units) bool keep-masks seeded from (seed, trace id), drawn one row after another.
-
-    Row by row from one generator: the first k masks of a draw of m > k are the draw of k, so
-    reruns, resumes and smaller m reuse the same masks.
-    """
-    gen = torch.Generator().manual_seed(_stable_seed(seed, trace_id))
-    rows = [torch.rand(n_units, generator=gen, dtype=torch.float64) < keep_prob for _ in range(m)]
-    return torch.stack(rows) if rows else torch.zeros((0, n_units), dtype=torch.bool)
 
 
 # --------------------------------------------------------------------------- labelers
@@ -352,6 +293,7 @@ class AblationLabeler(Labeler):
         alpha: float = 0.01,
         holdout: float = 0.2,
         seed: int = 0,
+        antithetic: bool = False,
         batch_size: int = 16,
         template: PromptTemplate | None = None,
     ):
@@ -365,7 +307,7 @@ class AblationLabeler(Labeler):
         if not 0 <= holdout < 1:
             raise ValueError(f"holdout must be in [0, 1), got {holdout}")
         self.masks, self.keep_prob, self.fit, self.alpha = masks, keep_prob, fit, alpha
-        self.holdout, self.seed = holdout, seed
+        self.holdout, self.seed, self.antithetic = holdout, seed, antithetic
 
     def describe(self) -> dict:
         return {
@@ -376,11 +318,12 @@ class AblationLabeler(Labeler):
             "alpha": self.alpha,
             "holdout": self.holdout,
             "seed": self.seed,
+            "antithetic": self.antithetic,
         }
 
     def _label(self, agent, item: LabelInput, cache) -> LabelResult:
         n = len(item.units)
-        random_masks = draw_masks(n, self.masks, self.keep_prob, self.seed, item.id)
+        random_masks = draw_masks(n, self.masks, self.keep_prob, self.seed, item.id, self.antithetic)
         full, empty = torch.ones(n, dtype=torch.bool), torch.zeros(n, dtype=torch.bool)
         masks = torch.cat([full[None], empty[None], random_masks])
         names = ["all units", "no units"] + [f"random mask {k}" for k in range(self.masks)]
@@ -398,7 +341,22 @@ class AblationLabeler(Labeler):
             forward_passes=scorer.forward_passes,
             nominal_passes=scorer.nominal_passes,
             cost_s=scorer.cost_s,
+            reliability=self.split_half(X, y),
+            reliability_kind="split_half",
         )
+
+    def split_half(self, X: torch.Tensor, y: torch.Tensor) -> float | None:
+        """Spearman between the weights fitted on two disjoint halves of the random masks (each
+        with all and none); None with fewer than 2 masks a half. The labels use every mask, so
+        they are more reliable than this figure says (Spearman-Brown: about 2r / (1 + r))."""
+        halves = split_halves(self.masks, self.antithetic)
+        if min(len(h) for h in halves) < 2:
+            return None
+        weights = []
+        for half in halves:
+            rows = torch.tensor([0, 1] + [k + 2 for k in half])  # rows 0, 1 are all and none
+            weights.append(fit_surrogate(X[rows], y[rows], method=self.fit, alpha=self.alpha)[1])
+        return spearman(weights[0].tolist(), weights[1].tolist())
 
     def _cross_validated_r2(self, X: torch.Tensor, y: torch.Tensor) -> float | None:
         """R^2 of the surrogate on held-out random masks: k folds (k = 1/holdout) each hold out
@@ -418,19 +376,27 @@ class AblationLabeler(Labeler):
         return r2_score(y[2:], pred)
 
 
-class LooLabeler(Labeler):
-    """Leave-one-out: f(all) - f(all without unit i); n + 2 prompts, batched."""
+class _SingleUnitLabeler(Labeler):
+    """all, none and one prompt per unit (built by ``_mask``), batched; labels from ``_score``."""
 
-    name = "loo"
+    what = ""
+
+    @staticmethod
+    def _mask(n: int, i: int) -> list[bool]:
+        raise NotImplementedError
+
+    @staticmethod
+    def _score(f_unit: float, f_all: float, f_none: float) -> float:
+        raise NotImplementedError
 
     def _label(self, agent, item: LabelInput, cache) -> LabelResult:
         n = len(item.units)
-        masks = [[True] * n, [False] * n] + [[j != i for j in range(n)] for i in range(n)]
-        names = ["all units", "no units"] + [f"without unit {i}" for i in range(n)]
+        masks = [[True] * n, [False] * n] + [self._mask(n, i) for i in range(n)]
+        names = ["all units", "no units"] + [f"{self.what} unit {i}" for i in range(n)]
         scorer = self.scorer(agent, item, cache)
         f = scorer(masks, names)
         return LabelResult(
-            scores=[f[0] - v for v in f[2:]],
+            scores=[self._score(v, f[0], f[1]) for v in f[2:]],
             f_all=f[0],
             f_none=f[1],
             method=self.name,
@@ -438,6 +404,49 @@ class LooLabeler(Labeler):
             nominal_passes=scorer.nominal_passes,
             cost_s=scorer.cost_s,
         )
+
+
+class LooLabeler(_SingleUnitLabeler):
+    """Leave-one-out: f(all) - f(all without unit i); n + 2 prompts, batched."""
+
+    name, what = "loo", "without"
+
+    @staticmethod
+    def _mask(n: int, i: int) -> list[bool]:
+        return [j != i for j in range(n)]
+
+    @staticmethod
+    def _score(f_unit: float, f_all: float, f_none: float) -> float:
+        return f_all - f_unit
+
+
+class SoloLabeler(_SingleUnitLabeler):
+    """Each unit on its own: f({i}) - f(none); n + 2 prompts, batched.
+
+    Deterministic, and cheap where loo is dear: every prompt but the full one holds the question
+    and a single unit, so after the shared prefix each costs only that unit's tokens. It measures
+    what a unit carries by itself (a conclusion, a key number), not how units combine.
+    """
+
+    name, what = "solo", "only"
+
+    @staticmethod
+    def _mask(n: int, i: int) -> list[bool]:
+        return [j == i for j in range(n)]
+
+    @staticmethod
+    def _score(f_unit: float, f_all: float, f_none: float) -> float:
+        return f_unit - f_none
+
+
+def reference_agreement(result: LabelResult, reference: LabelResult, name: str) -> LabelResult:
+    """Record on ``result`` its Spearman with ``reference``'s labels (a deterministic labeler's
+    reliability figure); a split-half figure already there is kept."""
+    if result.reliability_kind == "split_half":
+        return result
+    result.reliability = spearman(result.scores, reference.scores)
+    result.reliability_kind = f"vs_{name}"
+    return result
 
 
 class GradientLabeler(Labeler):
@@ -522,7 +531,12 @@ def gradient_attribution(agent, item: LabelInput, template: PromptTemplate | Non
 
 def get_labeler(name: str = "ablation", **kwargs) -> Labeler:
     """A labeler by name; keyword arguments that it does not take are ignored (one config for all)."""
-    classes = {"ablation": AblationLabeler, "loo": LooLabeler, "gradient": GradientLabeler}
+    classes = {
+        "ablation": AblationLabeler,
+        "loo": LooLabeler,
+        "solo": SoloLabeler,
+        "gradient": GradientLabeler,
+    }
     if name not in classes:
         raise ValueError(f"unknown labeler {name!r}; expected one of {METHODS}")
     cls = classes[name]

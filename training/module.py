@@ -298,11 +298,24 @@ class SelectorModule(L.LightningModule):
         return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        """Leave the frozen pretrained encoder out of resume checkpoints (it is reloaded from its path)."""
+        """Save the random states (dropout draws from them) and leave the frozen pretrained encoder out
+        of resume checkpoints (it is reloaded from its path)."""
+        checkpoint["rng_states"] = _rng_states()
         if self.scorer_config.backbone != "encoder" or self.net is None:
             return
         frozen = {f"net.{k}" for k, p in self.net.named_parameters() if not p.requires_grad}
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k not in frozen}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._resume_rng = checkpoint.get("rng_states")
+
+    def on_train_start(self) -> None:
+        """A resumed fit continues the random streams where the saved run left them (after the sanity
+        check, which draws nothing): its weights end bit-identical to an uninterrupted run's on CPU."""
+        states = getattr(self, "_resume_rng", None)
+        if states is not None:
+            _set_rng_states(states)
+            self._resume_rng = None
 
     def card_info(self) -> dict:
         """What the model card reports: pair, data, labeler, counts, metrics."""
@@ -321,6 +334,36 @@ class SelectorModule(L.LightningModule):
         return {
             k: v for k, v in info.items() if v is not None and k not in ("hidden_size", "small_vocab_size")
         }
+
+
+def _rng_states() -> dict:
+    """torch (CPU and CUDA), numpy and Python random states as plain types (``weights_only`` loads them)."""
+    import random
+
+    import numpy as np
+
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, state, py_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+        "python": [version, list(state), py_gauss],
+    }
+
+
+def _set_rng_states(states: dict) -> None:
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(states["torch"])
+    if states.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    kind, keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, state, py_gauss = states["python"]
+    random.setstate((version, tuple(state), py_gauss))
 
 
 def _budget_key(b: float) -> str:

@@ -1,21 +1,29 @@
 """`tokenrelay train`: fit a selector with LightningCLI and release it as a checkpoint folder.
 
-    tokenrelay train --config configs/train.yaml [--trainer.max_epochs 5 ...] [--ckpt_path last.ckpt]
+    tokenrelay train --config configs/train.yaml [--trainer.max_epochs 5 ...]
 
 Everything under ``trainer.default_root_dir`` (``ROOT``):
 
 - ``ROOT/config.yaml``: the full resolved config of the run;
-- ``ROOT/checkpoints/best.ckpt`` (highest val/spearman) and ``last.ckpt``: Lightning checkpoints,
-  for resuming only (``--ckpt_path ROOT/checkpoints/last.ckpt``);
+- ``ROOT/checkpoints/best.ckpt`` (highest val/spearman) and ``last.ckpt``: Lightning checkpoints, for
+  resuming only. Run the same command again and the run resumes from ``last.ckpt`` (weights,
+  optimizer, loop counters, random states and data order: bit-identical to an uninterrupted run on a
+  CPU); ``--ckpt_path`` names another one;
 - ``ROOT/selector/``: the release checkpoint (``TokenSelector.save_pretrained`` + model card),
-  written from the final weights when fit ends (``release.dirpath`` moves it);
+  written from the final weights when fit ends (``release.dirpath`` moves it; a folder outside ROOT
+  that already exists is replaced only with ``--release.overwrite true``);
 - ``ROOT/lightning_logs/version_N/``: metrics and hyperparameters.
+
+A run holds a lock on ROOT (and on an outside release folder): a second job on them stops at once.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import shlex
+import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -35,12 +43,14 @@ class ReleaseCheckpoint(Callback):
     command: str | None = None
     """The `tokenrelay train` command line of this process, for the model card (set by ``main``)."""
 
-    def __init__(self, dirpath: str | None = None):
+    def __init__(self, dirpath: str | None = None, overwrite: bool = False):
         """
         Args:
             dirpath: Release folder (null: ROOT/selector, ROOT being trainer.default_root_dir).
+            overwrite: Replace a release folder outside ROOT that already exists (else the run refuses to start).
         """
         self.dirpath = dirpath
+        self.overwrite = overwrite
 
     def release_dir(self, trainer: Trainer) -> Path:
         return Path(self.dirpath) if self.dirpath else Path(trainer.default_root_dir) / "selector"
@@ -81,7 +91,22 @@ class RunConfig(SaveConfigCallback):
 
 
 class TrainCLI(LightningCLI):
-    """LightningCLI with the run's checkpoint and release callbacks configurable from YAML."""
+    """LightningCLI with the run's checkpoint and release callbacks configurable from YAML.
+
+    ``guard_outputs`` (the `tokenrelay train` command): add ``--ckpt_path``, lock the run folder and
+    an outside release folder, refuse an existing outside release folder without ``--release.overwrite``
+    and resume from ROOT's ``last.ckpt`` when it exists, all before any data or model loads.
+    """
+
+    def __init__(self, *args, guard_outputs: bool = False, **kwargs):
+        self.guard_outputs = guard_outputs
+        self.ckpt_path: str | None = None
+        self.locks: list = []
+        try:
+            super().__init__(*args, **kwargs)
+        except BaseException:  # a refusal or a bad option after the locks were taken
+            self.release_locks()
+            raise
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
@@ -96,32 +121,165 @@ class TrainCLI(LightningCLI):
             }
         )
         parser.add_lightning_class_args(ReleaseCheckpoint, "release")
+        if self.guard_outputs:
+            parser.add_argument(
+                "--ckpt_path",
+                type=str | None,
+                default=None,
+                help="Resume from this Lightning checkpoint (default: ROOT's checkpoints/last.ckpt when it exists).",
+            )
+
+    def parse_arguments(self, parser, args) -> None:
+        super().parse_arguments(parser, args)
+        if self.guard_outputs:  # before the seed is set (and logged) and anything is built
+            self._guard()
+
+    def _guard(self) -> None:
+        from selector.cli import UsageError
+        from selector.shards import OutputLock
+
+        config = self.config
+        if not Path(config.data.data).expanduser().exists():  # before any lock, folder or Trainer
+            raise UsageError(f"labelled traces {config.data.data!r} do not exist (--data.data)")
+        root = Path(config.trainer.default_root_dir or os.getcwd())
+        release = Path(config.release.dirpath) if config.release.dirpath else root / "selector"
+        outside = not _inside(release, root)
+        if not _is_launched_rank():  # DDP's other ranks re-run this command: rank 0 holds the locks
+            self.locks.append(OutputLock(root, "the training run"))
+            if outside:
+                self.locks.append(OutputLock(release, "the release folder"))
+        if outside and release.exists() and any(release.iterdir()) and not config.release.overwrite:
+            raise UsageError(
+                f"release folder {str(release)!r} already exists; pass --release.overwrite true to replace it, "
+                "or choose another --release.dirpath"
+            )
+        self.ckpt_path = config.ckpt_path
+        last = Path(config.checkpoint.dirpath or root / "checkpoints") / "last.ckpt"
+        if self.ckpt_path is None and last.is_file():
+            self.ckpt_path = str(last)
+            print(
+                f"resuming the run in {str(root)!r} from {last} (a fresh run needs another "
+                "--trainer.default_root_dir)",
+                file=sys.stderr,
+            )
+        elif self.ckpt_path is not None and not Path(self.ckpt_path).is_file():
+            raise UsageError(f"--ckpt_path {self.ckpt_path!r} does not exist")
+
+    def release_locks(self) -> None:
+        for lock in self.locks:
+            lock.release()
+        self.locks = []
 
 
-def _cli(args: list[str], run: bool) -> TrainCLI:
-    return TrainCLI(
-        SelectorModule,
-        TraceDataModule,
-        args=args,
-        run=run,
-        save_config_callback=RunConfig,
-        seed_everything_default=0,
-        parser_kwargs={"prog": "tokenrelay train"} if not run else {"fit": {"prog": "tokenrelay train"}},
-    )
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def _is_launched_rank() -> bool:
+    """A process that a distributed launcher started for a rank other than 0 of its node, or on another node."""
+    return any(int(os.environ.get(name) or 0) != 0 for name in ("LOCAL_RANK", "NODE_RANK", "GROUP_RANK"))
+
+
+def _cli(args: list[str], guard_outputs: bool = False) -> TrainCLI:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*args parameter is intended to run from within Python.*")
+        return TrainCLI(
+            SelectorModule,
+            TraceDataModule,
+            args=args,
+            run=False,
+            save_config_callback=RunConfig,
+            seed_everything_default=0,
+            parser_kwargs={"prog": "tokenrelay train", "description": DESCRIPTION},
+            guard_outputs=guard_outputs,
+        )
 
 
 def train_config(path: str | os.PathLike) -> TrainCLI:
     """Instantiate model, data and trainer from a YAML without training (configs test)."""
-    return _cli(["--config", str(path)], run=False)
+    return _cli(["--config", str(path)])
+
+
+DESCRIPTION = "Train a TokenRelay selector on labelled traces (Lightning) and release its checkpoint folder."
+
+SHORT_HELP = f"""usage: tokenrelay train --config FILE.yaml [--section.option VALUE ...]
+
+{DESCRIPTION}
+
+Run the same command again and it resumes from the run's last checkpoint (bit-identical on a CPU).
+
+main options (any key of the YAML can be given as --section.option):
+  --config FILE                YAML with every option (configs/train.yaml, configs/train_encoder.yaml)
+  --data.data PATH             labelled traces (`tokenrelay label` output, save_to_disk folder, JSONL/Parquet)
+  --data.small_model PATH      the small model whose tokenizer cuts token spans (default: the traces' model)
+  --data.batch_size N          traces per batch
+  --model.scorer.backbone B    hidden (small-model hidden states) or encoder (LoRA-tuned text encoder)
+  --model.scorer.head H        mlp or transformer; --model.scorer.d_model N sets its width
+  --model.loss L               listwise, pairwise or bce_top_q
+  --model.lr LR                AdamW learning rate
+  --trainer.default_root_dir D the run folder: config.yaml, checkpoints/, selector/ (release), logs
+  --trainer.max_epochs N       epochs to train
+  --trainer.accelerator A      cpu, gpu, auto; --trainer.devices N (several: DDP)
+  --release.dirpath D          the release folder (default: ROOT/selector)
+  --release.overwrite true     replace a release folder outside ROOT that already exists
+  --ckpt_path CKPT             resume from this checkpoint instead of ROOT/checkpoints/last.ckpt
+  --seed_everything N          the run's seed (default 0)
+
+tokenrelay train --help-all    every option, Lightning's Trainer and callbacks included
+"""
+
+
+def _resume_error(err: RuntimeError, ckpt: str | None) -> str | None:
+    """One line for a checkpoint that does not fit the model being trained (a changed config)."""
+    text = str(err)
+    if ckpt and ("Error(s) in loading state_dict" in text or "size mismatch" in text):
+        detail = next(
+            (ln.strip() for ln in text.splitlines() if "size mismatch" in ln or "Missing" in ln), ""
+        )
+        return (
+            f"cannot resume from {ckpt}: its weights do not fit the model this config builds ({detail[:160]}); "
+            "train a changed model in a new --trainer.default_root_dir"
+        )
+    return None
 
 
 def main(argv: Sequence[str]) -> int:
-    """``tokenrelay train [--config FILE] [overrides] [--ckpt_path CKPT]``: LightningCLI ``fit``."""
-    from selector.cli import run_command
+    """``tokenrelay train [--config FILE] [overrides] [--ckpt_path CKPT]``: fit, resumably, then release."""
+    from selector.cli import UsageError, run_command
 
+    argv = list(argv)
+    if any(a in ("-h", "--help") for a in argv) or not argv:
+        print(SHORT_HELP, end="", file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else 2
+    if "--help-all" in argv:
+        argv = [a if a != "--help-all" else "--help" for a in argv]
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", message=r".*tensorboardX.*")  # Lightning's note on its default logger
+    warnings.filterwarnings("ignore", message=r".*LeafSpec.*")  # Lightning-internal deprecation
     ReleaseCheckpoint.command = shlex.join(["tokenrelay", "train", *argv])
+
+    def body() -> None:
+        cli = _cli(argv, guard_outputs=True)
+        try:  # weights_only: a checkpoint is never unpickled (it may come from anywhere)
+            cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.ckpt_path, weights_only=True)
+        except pickle.UnpicklingError as err:
+            raise UsageError(
+                f"refusing to load {cli.ckpt_path}: it holds Python objects besides tensors and plain values, "
+                "and loading it would run code (only checkpoints that `tokenrelay train` writes resume)"
+            ) from err
+        except RuntimeError as err:
+            message = _resume_error(err, cli.ckpt_path)
+            if message is None:
+                raise
+            raise UsageError(message) from err
+        finally:
+            cli.release_locks()
+
     try:
-        return run_command(lambda: _cli(["fit", *argv], run=True), "tokenrelay train")
+        return run_command(body, "tokenrelay train")
     finally:  # a TrainCLI built later in this process (the ablations) must not inherit this command line
         ReleaseCheckpoint.command = None

@@ -1,0 +1,359 @@
+"""Latency benchmark: accuracy against measured end-to-end latency, and what each latency lever buys.
+
+    python -m scripts.bench_latency --config configs/latency_real.yaml          # the real pair (CPU)
+    python -m scripts.bench_latency --small S --large L --data TEST.jsonl --dev_data DEV.jsonl --out OUT
+
+Three parts, all at batch size 1 (per-question latency), on the same machine and cores:
+
+1. ``tokenrelay eval`` (the evaluation engine and its output cache, ``OUT/eval``) on the test
+   questions: large direct, large own reasoning, small own reasoning, and the sequential relay with
+   each gate of ``gates`` (selector ``selector`` at ``budget``). Their latency is the sum of the
+   stages, each measured when first computed (cached thereafter).
+2. Calibration (with ``dev_data``): ``tokenrelay eval`` on the dev questions (large direct and the
+   relay at gate always, ``OUT/dev_eval``), then ``tokenrelay calibrate`` picks the confidence gate's
+   tau for ``target_accuracy`` (default: the dev accuracy of always transferring), written to
+   ``OUT/calibrated_relay.yaml``. Without dev data the ``calibrated`` lever uses ``tau``.
+3. The levers, live (no output cache: wall time is the point), each a relay run over the test
+   questions: ``concurrent`` (large direct answer and small reasoning at the same time, on
+   ``large_threads`` + ``small_threads`` of the cores), ``stop=SIGNAL`` (early stop of the small model,
+   ``selector.early_stop``), ``calibrated`` (confidence gate at the calibrated tau), alone and joined
+   with ``+``. Levers without ``calibrated`` use the agreement gate. Per-question results go to
+   ``OUT/live/LEVER-DIGEST.jsonl`` (digest of its settings) as they finish, so an interrupted run
+   resumes and a changed setting starts afresh.
+
+Prints one table (accuracy, gold log-prob, transfer rate, mean end-to-end seconds, its ratio to the
+large model's own reasoning, torch threads per model) and writes ``OUT/latency.{json,md,png}`` (the
+PNG marks the Pareto front), with each lever's latency removed and its accuracy and gold log-prob
+cost against the sequential agreement relay (the live ``sequential`` run when listed).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from selector.agents import Agent
+from selector.calibrate import CalibrateConfig, calibrate
+from selector.cli import parse_config, run_command
+from selector.data import load_examples
+from selector.early_stop import STOP_SIGNALS
+from selector.eval_report import condition_metrics, pareto_front, plot_latency
+from selector.evaluation import EvalConfig, run_eval
+from selector.output_cache import digest
+from selector.progress import progress_bar
+from selector.relay import Relay, RelayConfig, RelayResult, StageStats
+
+PROG = "python -m scripts.bench_latency"
+LEVER_PARTS = ("concurrent", "calibrated", *(f"stop={s}" for s in STOP_SIGNALS if s != "none"))
+
+
+@dataclass
+class BenchLatencyConfig:
+    """Latency benchmark: accuracy vs measured end-to-end latency for the baselines, gates and levers."""
+
+    data: str | None = None
+    """Held-out test questions with gold answers (never used to calibrate or to train the selector)."""
+    dev_data: str | None = None
+    """Development questions for calibrating tau (none: the calibrated lever uses --tau)."""
+    small: str | None = None
+    """The small (reasoning) model folder."""
+    large: str | None = None
+    """The large (answering) model folder."""
+    out: str = "runs/bench_latency"
+    """Output folder: eval/ and dev_eval/ (with their caches), live/, latency.{json,md,png}."""
+    seed_cache: str | None = None
+    """An earlier `tokenrelay eval` folder on the same test questions and models whose cache/ seeds
+    OUT/eval/cache when that does not exist yet (copied, never written): its outputs are not recomputed."""
+    limit: int | None = None
+    """Use only the first N test questions."""
+    dev_limit: int | None = None
+    """Use only the first N dev questions."""
+    selector: str = "selfinfo"
+    """The relay's selector: a checkpoint folder or a baseline name."""
+    budget: float = 0.25
+    """The selector's budget (ratio of the reasoning's large-model tokens)."""
+    gates: list[str] = field(default_factory=lambda: ["always", "agreement", "confidence"])
+    """Gates of the sequential relay rows (from the evaluation engine)."""
+    tau: float = 0.5
+    """The confidence gate's tau for the sequential row (and the calibrated lever without dev data)."""
+    target_accuracy: float | None = None
+    """Calibration target on the dev split (default: the dev accuracy of always transferring)."""
+    levers: list[str] = field(
+        default_factory=lambda: [
+            "sequential", "concurrent", "stop=confidence", "stop=agreement", "calibrated", "concurrent+stop=agreement",
+            "concurrent+calibrated", "concurrent+stop=agreement+calibrated",
+        ]
+    )  # fmt: skip
+    """Live relay runs: 'sequential' (none: the reference), or parts concurrent, calibrated,
+    stop=confidence|agreement|selector joined by '+'."""
+    stop_threshold: float = 0.9
+    """Early stop: minimum trial-answer probability (see selector.early_stop)."""
+    check_every: int = 1
+    """Early stop: check every n-th sentence boundary."""
+    large_threads: int = 0
+    """Concurrent levers: torch threads of the large model (0 = half the cores, rounded up)."""
+    small_threads: int = 0
+    """Concurrent levers: torch threads of the small model (0 = the rest)."""
+    reason_tokens: int = 256
+    """Cap on the small model's reasoning tokens."""
+    answer_tokens: int = 16
+    """Cap on the large model's answer tokens."""
+    large_reason_tokens: int = 384
+    """Cap on the large model's own reasoning tokens."""
+    dtype: str = "float32"
+    """Model dtype (float32 on CPU)."""
+    device: str = "cpu"
+    """cpu, cuda, cuda:N or auto."""
+
+    def __post_init__(self) -> None:
+        for name in ("data", "small", "large"):
+            if not getattr(self, name) or not str(getattr(self, name)).strip():
+                raise ValueError(f"--{name} is required")
+        for lever in self.levers:
+            if lever == "sequential":
+                continue
+            parts = lever.split("+")
+            bad = [p for p in parts if p not in LEVER_PARTS]
+            if bad or len(set(parts)) != len(parts):
+                raise ValueError(f"bad lever {lever!r}: join distinct parts of {LEVER_PARTS} with '+'")
+            if sum(p.startswith("stop=") for p in parts) > 1:
+                raise ValueError(f"lever {lever!r} names more than one early-stop signal")
+        if len(set(self.levers)) != len(self.levers):
+            raise ValueError("levers lists a lever more than once")
+        bad_gates = [g for g in self.gates if g not in ("always", "agreement", "confidence")]
+        if bad_gates:
+            raise ValueError(f"unknown gate(s) {bad_gates}; expected some of always, agreement, confidence")
+        if self.target_accuracy is not None and not 0 <= self.target_accuracy <= 1:
+            raise ValueError(f"target_accuracy must be in [0, 1], got {self.target_accuracy}")
+        # Every relay setting is checked now, before any model loads.
+        for lever in self.levers:
+            self.lever_config(lever, self.tau)
+        self.eval_config()
+
+    def eval_config(self, dev: bool = False) -> EvalConfig:
+        fixed = self.selector in ("none", "full")
+        return EvalConfig(
+            data=self.dev_data if dev else self.data,
+            limit=self.dev_limit if dev else self.limit,
+            small=self.small,
+            large=self.large,
+            out=str(Path(self.out) / ("dev_eval" if dev else "eval")),
+            selectors=[self.selector],
+            budgets=[] if fixed else [self.budget],
+            gates=["always"] if dev else list(self.gates),
+            tau=self.tau,
+            conditions=["large_direct", "relay"] if dev else ["large_direct", "large_reasoning", "small_reasoning", "relay"],
+            reason_tokens=self.reason_tokens,
+            answer_tokens=self.answer_tokens,
+            large_reason_tokens=self.large_reason_tokens,
+            batch_size=1,
+            dtype=self.dtype,
+            device=self.device,
+            plot=False,
+        )  # fmt: skip
+
+    def lever_config(self, lever: str, tau: float) -> RelayConfig:
+        parts = [] if lever == "sequential" else lever.split("+")
+        stop = next((p.split("=", 1)[1] for p in parts if p.startswith("stop=")), "none")
+        return RelayConfig(
+            small=self.small, large=self.large, selector=self.selector, budget=self.budget,
+            gate="confidence" if "calibrated" in parts else "agreement", tau=tau,
+            reason_tokens=self.reason_tokens, answer_tokens=self.answer_tokens, batch_size=1,
+            concurrent="concurrent" in parts, large_threads=self.large_threads, small_threads=self.small_threads,
+            early_stop=stop, stop_threshold=self.stop_threshold, check_every=self.check_every,
+            dtype=self.dtype, device=self.device, score_gold=True,
+        )  # fmt: skip
+
+
+def config_from_yaml(path: str) -> BenchLatencyConfig:
+    """Build the config of a YAML file without running it (tests/test_configs.py)."""
+    return parse_config(BenchLatencyConfig, ["--config", str(path)], PROG)
+
+
+def _live(name: str, relay: Relay, examples, out: Path, bar) -> list[RelayResult]:
+    """Run the relay per question, appending each result to ``out`` (a rerun skips what is there)."""
+    done: dict[str, RelayResult] = {}
+    if out.exists():
+        for line in out.read_text().splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                rec["stages"] = {k: StageStats(**v) for k, v in rec["stages"].items()}
+                done[rec["id"]] = RelayResult(**rec)
+    task = bar.add_task(f"live: {name}", total=len(examples))
+    for ex in examples:
+        if ex.id not in done:
+            r = relay.run([ex], progress=False)[0]
+            with out.open("a") as f:
+                f.write(json.dumps(r.to_record()) + "\n")
+            done[ex.id] = r
+        bar.advance(task)
+    return [done[ex.id] for ex in examples]
+
+
+def _row(name: str, kind: str, metrics: dict, threads: dict, levers: str | None = None) -> dict:
+    keep = ("n", "accuracy", "gold_logprob", "transfer_rate", "end_to_end", "latency")
+    return {"condition": name, "title": name, "kind": kind, "levers": levers, "threads": threads,
+            **{k: metrics[k] for k in keep}}  # fmt: skip
+
+
+def run_bench(
+    config: BenchLatencyConfig, agents: tuple[Agent, Agent] | None = None, progress: bool = True
+) -> dict:
+    started = time.perf_counter()
+    out = Path(config.out)
+    cores = torch.get_num_threads()
+    if config.seed_cache and not (out / "eval" / "cache").exists():  # before any model loads
+        if not (Path(config.seed_cache) / "cache").is_dir():
+            raise FileNotFoundError(
+                f"seed_cache {config.seed_cache!r} has no cache/ folder (a `tokenrelay eval` --out)"
+            )
+        (out / "eval").mkdir(parents=True, exist_ok=True)
+        shutil.copytree(Path(config.seed_cache) / "cache", out / "eval" / "cache")
+    if agents is None:
+        load = {"dtype": config.dtype, "device": config.device}
+        agents = (Agent.from_pretrained(config.small, **load), Agent.from_pretrained(config.large, **load))
+    small, large = agents
+    # 1. baselines and the sequential relay per gate, from the evaluation engine
+    ev = run_eval(config.eval_config(), agents=agents, progress=progress)
+    records: dict[str, list[dict]] = {}
+    for line in (out / "eval" / "records.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        records.setdefault(rec["condition"], []).append(rec)
+    # Rows from the engine carry the timings of their cache: with a seed cache, another run's threads.
+    seq_threads = {
+        "large": "seed" if config.seed_cache else cores,
+        "small": "seed" if config.seed_cache else cores,
+    }
+    rows = [_row(r["title"], r["kind"], r, seq_threads) for r in ev["rows"]]
+    # The levers are compared with the live sequential agreement relay (else the engine's row).
+    reference = next((r for r in rows if r["kind"] == "relay" and "(agreement)" in r["title"]), None)
+    # 2. calibration on the dev split
+    tau, calibration = config.tau, None
+    if config.dev_data and any("calibrated" in lever for lever in config.levers):
+        dev = run_eval(config.eval_config(dev=True), agents=agents, progress=progress)
+        target = config.target_accuracy
+        if target is None:
+            target = next(r["accuracy"] for r in dev["rows"] if r["kind"] == "relay")
+        calibration = calibrate(
+            CalibrateConfig(eval=str(out / "dev_eval"), target_accuracy=target, out=str(out / "calibrated_relay.yaml"))
+        )  # fmt: skip
+        tau = calibration["chosen"]["tau"]
+    # 3. the levers, live
+    examples = load_examples(config.data, limit=config.limit)
+    first = records["large_direct"]
+    f_none = [r["f_none"] for r in first]
+    f_all = [r["f_all"] for r in first]
+    (out / "live").mkdir(parents=True, exist_ok=True)
+    with progress_bar(disable=not progress) as bar:
+        for lever in config.levers:
+            relay_config = config.lever_config(lever, tau)
+            relay = Relay(small, large, config.selector, relay_config)
+            # One file per lever and settings: a changed tau or threshold never resumes another's results.
+            path = (
+                out / "live" / f"{lever}-{digest(asdict(relay_config), config.data, config.limit)[:10]}.jsonl"
+            )
+            results = _live(lever, relay, examples, path, bar)
+            large_t, small_t = relay.threads if relay.config.concurrent else (cores, cores)
+            metrics = condition_metrics(results, f_none, f_all, 1.0, True)
+            row = _row(f"relay {lever}", "lever", metrics, {"large": large_t, "small": small_t}, lever)
+            rows.append(row)
+            if lever == "sequential":
+                reference = row
+    for row in rows:
+        if row["kind"] == "lever" and reference is not None and row is not reference:
+            row["vs_sequential"] = {
+                "latency_removed_s": reference["end_to_end"] - row["end_to_end"],
+                "accuracy_change": row["accuracy"] - reference["accuracy"],
+                "gold_logprob_change": (row["gold_logprob"] or 0) - (reference["gold_logprob"] or 0),
+            }
+    own = next((r for r in rows if r["kind"] == "large_reasoning"), None)
+    for r in rows:
+        r["ratio_to_large_reasoning"] = (
+            r["end_to_end"] / own["end_to_end"] if own and own["end_to_end"] else None
+        )
+    # The acceptance question: the fastest configuration at least as accurate as the large model's own reasoning.
+    best = None
+    if own is not None:
+        ok = [r for r in rows if r["kind"] != "large_reasoning" and r["accuracy"] >= own["accuracy"]]
+        if ok:
+            b = min(ok, key=lambda r: r["end_to_end"])
+            best = {"condition": b["title"], "accuracy": b["accuracy"], "end_to_end": b["end_to_end"],
+                    "ratio_to_large_reasoning": b["ratio_to_large_reasoning"], "large_reasoning_accuracy": own["accuracy"]}  # fmt: skip
+    front = pareto_front([(r["end_to_end"], r["accuracy"]) for r in rows])
+    for i, r in enumerate(rows):
+        r["pareto"] = i in front
+    result = {
+        "questions": len(examples), "data": config.data, "dev_data": config.dev_data, "small": config.small,
+        "large": config.large, "cores": cores, "tau": tau, "calibration": calibration and calibration["chosen"],
+        "seconds": time.perf_counter() - started, "best": best, "config": asdict(config), "rows": rows,
+    }  # fmt: skip
+    _write(result, out)
+    return result
+
+
+def markdown(result: dict) -> str:
+    head = ("| condition | accuracy | gold log-prob | transfer rate | end-to-end s | / large reasoning "
+            "| threads (large/small) | Pareto |")  # fmt: skip
+    lines = [head, "|" + " --- |" * 8]
+    for r in result["rows"]:
+        lp = "" if r["gold_logprob"] is None else f"{r['gold_logprob']:.2f}"
+        rate = "" if r["transfer_rate"] is None else f"{r['transfer_rate']:.0%}"
+        ratio = "" if r["ratio_to_large_reasoning"] is None else f"{r['ratio_to_large_reasoning']:.2f}"
+        lines.append(
+            f"| {r['title']} | {r['accuracy']:.1%} | {lp} | {rate} | {r['end_to_end']:.2f} | {ratio} "
+            f"| {r['threads']['large']}/{r['threads']['small']} | {'*' if r['pareto'] else ''} |"
+        )
+    levers = [r for r in result["rows"] if "vs_sequential" in r]
+    if levers:
+        lines += ["", "| lever vs the sequential agreement relay | latency removed s | accuracy change | gold log-prob change |",
+                  "| --- | --- | --- | --- |"]  # fmt: skip
+        for r in levers:
+            d = r["vs_sequential"]
+            lines.append(f"| {r['levers']} | {d['latency_removed_s']:.2f} | {d['accuracy_change']:+.1%} "
+                         f"| {d['gold_logprob_change']:+.2f} |")  # fmt: skip
+    best = result.get("best")
+    if best:
+        lines += ["", f"Fastest at >= the large model's own accuracy ({best['large_reasoning_accuracy']:.1%}): "
+                      f"{best['condition']}, {best['accuracy']:.1%} in {best['end_to_end']:.2f} s = "
+                      f"{best['ratio_to_large_reasoning']:.2f} of the large model's own reasoning."]  # fmt: skip
+    return "\n".join(lines)
+
+
+def _write(result: dict, out: Path) -> None:
+    import os
+
+    def atomic(path: Path, text: str) -> None:
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+
+    intro = (f"# Latency benchmark\n\n{result['questions']} questions from `{result['data']}`, batch 1, "
+             f"{result['cores']} torch threads in the process; confidence tau {result['tau']:.4g}.\n\n")  # fmt: skip
+    atomic(out / "latency.md", intro + markdown(result) + "\n")
+    atomic(out / "latency.json", json.dumps(result, indent=2, default=str) + "\n")
+    plot_latency(result, out / "latency.png")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+
+    def body() -> None:
+        config = parse_config(BenchLatencyConfig, argv, PROG)
+        result = run_bench(config)
+        print(markdown(result))
+        print(
+            f"\nwritten: {Path(config.out) / 'latency.json'}, latency.md, latency.png ({result['seconds']:.0f} s)"
+        )
+
+    return run_command(body, PROG)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

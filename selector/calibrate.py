@@ -1,0 +1,236 @@
+"""`tokenrelay calibrate`: pick the confidence gate's tau (and the selector and budget) on a dev split.
+
+Input: a `tokenrelay eval` output folder on development questions (not the test questions), whose
+grid holds ``large_direct`` and at least one relay condition with gate ``always`` (every question's
+transfer answer). For each such relay condition and each tau, the confidence-gated relay's outcome
+per question follows from the records without running a model: a question whose direct-answer
+probability is >= tau keeps the direct answer and its latency; the others take the transfer's
+answer, at the direct latency plus the transfer's (sequential), or with ``concurrent`` at
+max(direct, small reasoning) + selection + the final answer (an estimate; `scripts.bench_latency`
+measures it). Candidate taus are 0, the midpoints between neighbouring observed probabilities, and 1.
+
+With ``target_accuracy`` the fastest (selector, budget, tau) reaching it wins; with ``target_latency``
+the most accurate one within it. The choice is written as a relay config YAML (`tokenrelay infer
+--config FILE --question ...` reads it) holding the eval run's models and relay options.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+from pathlib import Path
+
+__all__ = ["CalibrateConfig", "Candidate", "calibrate", "calibrate_config", "candidate_taus", "main"]
+
+PROG = "tokenrelay calibrate"
+RELAY_FIELDS = ("granularity", "force_numbers", "force_last", "selfinfo_reduce", "reason_tokens",
+                "answer_tokens", "dtype", "device", "seed")  # fmt: skip
+"""Eval options carried into the calibrated relay config as they were on the dev run."""
+
+
+@dataclass
+class CalibrateConfig:
+    """`tokenrelay calibrate`: choose the confidence gate's tau (and selector, budget) on a dev split."""
+
+    eval: str | None = None
+    """A `tokenrelay eval` output folder on dev questions (records.jsonl + results.json) with
+    large_direct and relay conditions at gate 'always'."""
+    target_accuracy: float | None = None
+    """Reach at least this accuracy (0-1) at the lowest latency (give this or target_latency)."""
+    target_latency: float | None = None
+    """Stay within this many mean seconds per question at the highest accuracy."""
+    conditions: list[str] | None = None
+    """Relay conditions to choose from (ids such as 'relay:selfinfo@0.25:always'); default: every
+    'always' relay condition of the run."""
+    concurrent: bool = False
+    """Estimate latency as a concurrent relay (small reasoning alongside the direct answer) and
+    write concurrent: true into the config."""
+    out: str = "runs/calibrated_relay.yaml"
+    """The relay config YAML to write (replaced atomically)."""
+
+    def __post_init__(self) -> None:
+        if not self.eval or not str(self.eval).strip():
+            raise ValueError("--eval is required: a `tokenrelay eval` output folder on dev questions")
+        if (self.target_accuracy is None) == (self.target_latency is None):
+            raise ValueError("give exactly one of --target_accuracy or --target_latency")
+        if self.target_accuracy is not None and not 0 <= self.target_accuracy <= 1:
+            raise ValueError(f"target_accuracy must be in [0, 1], got {self.target_accuracy}")
+        if self.target_latency is not None and not (
+            math.isfinite(self.target_latency) and self.target_latency > 0
+        ):
+            raise ValueError(f"target_latency must be > 0 seconds, got {self.target_latency}")
+        if not str(self.out).strip():
+            raise ValueError("--out is empty")
+        folder = Path(self.eval)
+        for name in ("records.jsonl", "results.json"):
+            if not (folder / name).exists():
+                raise FileNotFoundError(f"{folder / name} does not exist: run `tokenrelay eval` first")
+
+
+@dataclass
+class Candidate:
+    """One (relay condition, tau) and its dev-split outcome."""
+
+    condition: str
+    tau: float
+    accuracy: float
+    latency: float
+    transfer_rate: float
+
+
+def candidate_taus(probs: Sequence[float]) -> list[float]:
+    """0, the midpoints between neighbouring distinct probabilities, and 1."""
+    values = sorted(set(probs))
+    mids = [(a + b) / 2 for a, b in pairwise(values)]
+    return sorted({0.0, *mids, 1.0})
+
+
+def _seconds(record: dict, stage: str) -> float:
+    return (record.get("stages") or {}).get(stage, {}).get("seconds", 0.0)
+
+
+def evaluate_gate(
+    direct: dict, transfer: dict, tau: float, concurrent: bool = False
+) -> tuple[float, float, float]:
+    """(accuracy, mean latency, transfer rate) of the confidence gate at ``tau`` over the shared ids."""
+    correct, latency, moved = [], [], 0
+    for qid, d in direct.items():
+        t = transfer[qid]
+        p = d.get("direct_prob")
+        if p is not None and p >= tau:
+            correct.append(bool(d.get("correct")))
+            latency.append(d["latency_s"])
+            continue
+        moved += 1
+        correct.append(bool(t.get("correct")))
+        if concurrent:
+            tail = sum(_seconds(t, s) for s in ("selection", "large_prefill", "large_decode"))
+            latency.append(max(d["latency_s"], _seconds(t, "small_reasoning")) + tail)
+        else:
+            latency.append(d["latency_s"] + t["latency_s"])
+    n = len(direct)
+    return sum(correct) / n, statistics.fmean(latency), moved / n
+
+
+def _records(folder: Path) -> dict[str, dict[str, dict]]:
+    by_condition: dict[str, dict[str, dict]] = {}
+    for line in (folder / "records.jsonl").read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            by_condition.setdefault(r["condition"], {})[r["id"]] = r
+    return by_condition
+
+
+def calibrate(config: CalibrateConfig) -> dict:
+    """Score every (condition, tau), choose by the target, write the relay config; returns a summary."""
+    folder = Path(config.eval)
+    records = _records(folder)
+    result = json.loads((folder / "results.json").read_text())
+    if "large_direct" not in records:
+        raise ValueError(f"{folder}: the eval run has no large_direct condition (add it to --conditions)")
+    direct = records["large_direct"]
+    always = [c for c in records if c.startswith("relay:") and c.endswith(":always")]
+    chosen_conditions = config.conditions or always
+    missing = [c for c in chosen_conditions if c not in always]
+    if missing or not chosen_conditions:
+        raise ValueError(
+            f"no relay condition at gate 'always' named {missing or ''} in {folder}; it has {always}"
+        )
+    probs = [d["direct_prob"] for d in direct.values() if d.get("direct_prob") is not None]
+    candidates = []
+    for cond in chosen_conditions:
+        if set(records[cond]) != set(direct):
+            raise ValueError(f"{cond} and large_direct cover different questions in {folder}")
+        for tau in candidate_taus(probs):
+            acc, lat, rate = evaluate_gate(direct, records[cond], tau, config.concurrent)
+            candidates.append(Candidate(cond, tau, acc, lat, rate))
+    if config.target_accuracy is not None:
+        ok = [c for c in candidates if c.accuracy >= config.target_accuracy - 1e-12]
+        if not ok:
+            best = max(c.accuracy for c in candidates)
+            raise ValueError(
+                f"no setting reaches accuracy {config.target_accuracy:.3f} on the dev split (best {best:.3f})"
+            )
+        best = min(ok, key=lambda c: (c.latency, -c.accuracy, c.tau))
+    else:
+        ok = [c for c in candidates if c.latency <= config.target_latency]
+        if not ok:
+            fastest = min(c.latency for c in candidates)
+            raise ValueError(
+                f"no setting stays within {config.target_latency:g} s on the dev split (fastest {fastest:.2f} s)"
+            )
+        best = max(ok, key=lambda c: (c.accuracy, -c.latency, -c.tau))
+    row = next(r for r in result["rows"] if r["condition"] == best.condition)
+    relay = _relay_options(result, row, best, config)
+    _write_yaml(Path(config.out), relay, best, config, len(direct))
+    return {"chosen": best.__dict__, "relay": relay, "candidates": [c.__dict__ for c in candidates],
+            "questions": len(direct), "out": str(config.out)}  # fmt: skip
+
+
+def _relay_options(result: dict, row: dict, best: Candidate, config: CalibrateConfig) -> dict:
+    from .evaluation import selector_labels
+
+    evalcfg = result.get("config", {})
+    labels = selector_labels(evalcfg.get("selectors") or [row["selector"]])
+    selector = next((s for s, lab in labels.items() if lab == row["selector"]), row["selector"])
+    options = {"small": result.get("small"), "large": result.get("large"), "selector": selector}
+    if row.get("budget") is not None:
+        options.update(budget=row["budget"], budget_kind=result.get("budget_kind", "ratio"))
+    else:
+        options.update(budget=1.0, budget_kind="ratio")
+    options.update(gate="confidence", tau=round(best.tau, 6))
+    options.update({k: evalcfg[k] for k in RELAY_FIELDS if k in evalcfg})
+    if config.concurrent:
+        options["concurrent"] = True
+    from .relay import RelayConfig
+
+    RelayConfig(**options)  # refuse to write a config the relay would not accept
+    return options
+
+
+def _write_yaml(path: Path, relay: dict, best: Candidate, config: CalibrateConfig, n: int) -> None:
+    import yaml
+
+    target = (
+        f"accuracy >= {config.target_accuracy:g}"
+        if config.target_accuracy is not None
+        else f"latency <= {config.target_latency:g} s"
+    )
+    head = (
+        f"# tokenrelay infer --config {path} --question '...'   (or --data FILE --out FILE.jsonl)\n"
+        f"# Calibrated by `tokenrelay calibrate` on {config.eval} ({n} dev questions), target {target}:\n"
+        f"# {best.condition} gated at tau {best.tau:.4g}: dev accuracy {best.accuracy:.3f}, "
+        f"mean latency {best.latency:.2f} s ({'concurrent estimate' if config.concurrent else 'sequential'}), "
+        f"transfer rate {best.transfer_rate:.2f}\n"
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(head + yaml.safe_dump(relay, sort_keys=False))
+    os.replace(tmp, path)
+
+
+def calibrate_config(path: str) -> CalibrateConfig:
+    from .cli import parse_config
+
+    return parse_config(CalibrateConfig, ["--config", str(path)], PROG)
+
+
+def main(argv: Sequence[str]) -> int:
+    from .cli import parse_config, run_command
+
+    def body() -> None:
+        config = parse_config(CalibrateConfig, argv, PROG)
+        summary = calibrate(config)
+        c = summary["chosen"]
+        print(
+            f"{c['condition']} at tau {c['tau']:.4g}: dev accuracy {c['accuracy']:.3f}, mean latency "
+            f"{c['latency']:.2f} s, transfer rate {c['transfer_rate']:.2f} ({summary['questions']} questions)"
+        )
+        print(f"relay config written to {summary['out']}")
+
+    return run_command(body, PROG)

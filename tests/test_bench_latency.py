@@ -1,0 +1,59 @@
+"""CPU smoke test of scripts/bench_latency on tiny models: every row, the threads, the outputs, a resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from scripts.bench_latency import BenchLatencyConfig, main
+
+
+def test_bench_latency_smoke(tiny_lm_dir, tiny_plain_lm_dir, arithmetic_jsonl, tmp_path, one_thread, capsys):
+    out = tmp_path / "bench"
+    args = ["--small", str(tiny_lm_dir), "--large", str(tiny_plain_lm_dir), "--data", str(arithmetic_jsonl),
+            "--dev_data", str(arithmetic_jsonl), "--out", str(out), "--limit", "3", "--reason_tokens", "12",
+            "--answer_tokens", "4", "--large_reason_tokens", "8", "--gates", "[agreement, confidence]",
+            "--levers", "[sequential, concurrent+stop=agreement+calibrated, stop=selector]"]  # fmt: skip
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    result = json.loads((out / "latency.json").read_text())
+    assert (out / "latency.png").stat().st_size > 0 and (out / "latency.md").exists()
+    titles = [r["title"] for r in result["rows"]]
+    assert titles[:3] == ["large direct", "large reasoning", "small reasoning"]
+    assert any("(agreement)" in t for t in titles) and any("(confidence)" in t for t in titles)
+    levers = {r["levers"]: r for r in result["rows"] if r["kind"] == "lever"}
+    assert set(levers) == {"sequential", "concurrent+stop=agreement+calibrated", "stop=selector"}
+    assert levers["concurrent+stop=agreement+calibrated"]["threads"] == {"large": 1, "small": 1}
+    assert "vs_sequential" in levers["stop=selector"] and "vs_sequential" not in levers["sequential"]
+    assert result["calibration"] is not None and 0 <= result["tau"] <= 1
+    assert (out / "calibrated_relay.yaml").read_text().startswith("# tokenrelay infer")
+    assert sum(r["pareto"] for r in result["rows"]) >= 1
+    for r in result["rows"]:
+        assert r["n"] == 3 and r["end_to_end"] > 0 and r["ratio_to_large_reasoning"] is not None
+        assert r["title"] in printed
+    # A rerun resumes: the live results are read back, not recomputed.
+    lines = {p.name: p.read_text() for p in (out / "live").iterdir()}
+    assert main(args) == 0
+    assert {p.name: p.read_text() for p in (out / "live").iterdir()} == lines
+    again = json.loads((out / "latency.json").read_text())
+    assert [r["accuracy"] for r in again["rows"]] == [r["accuracy"] for r in result["rows"]]
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"levers": ["warp"]}, "bad lever 'warp'"),
+        ({"levers": ["stop=confidence+stop=agreement"]}, "more than one early-stop signal"),
+        ({"levers": ["concurrent", "concurrent"]}, "more than once"),
+        ({"levers": ["stop=magic"]}, "bad lever"),
+        ({"stop_threshold": -1.0}, "stop_threshold"),
+        ({"check_every": 0}, "check_every"),
+        ({"large_threads": -1}, "large_threads"),
+        ({"gates": ["sometimes"]}, "unknown gate"),
+        ({"target_accuracy": 2.0}, "target_accuracy"),
+    ],
+)
+def test_bad_settings_fail_before_any_model_loads(kw, message):
+    with pytest.raises(ValueError, match=message):
+        BenchLatencyConfig(data="d.jsonl", small="/no/small", large="/no/large", **kw)

@@ -1,0 +1,105 @@
+"""`tokenrelay calibrate` on constructed eval records: the tau it picks meets the target, and infer reads it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from selector.calibrate import CalibrateConfig, calibrate, candidate_taus, evaluate_gate
+from selector.cli import main, parse_config
+from selector.infer_cli import InferConfig
+
+# Ten dev questions: the large model's direct answer is right exactly when it is confident
+# (p >= 0.6: q6..q9); the transfer is right on all but q0. Direct takes 1 s, a transfer 4 s more
+# (small 3 s, selection 0, final answer 1 s).
+PROBS = [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+
+
+def _records():
+    rows = []
+    for i, p in enumerate(PROBS):
+        rows.append({"condition": "large_direct", "id": f"q{i}", "direct_prob": p, "correct": p >= 0.6,
+                     "latency_s": 1.0, "stages": {"large_direct": {"seconds": 1.0}}})  # fmt: skip
+        stages = {"small_reasoning": {"seconds": 3.0}, "selection": {"seconds": 0.0},
+                  "large_prefill": {"seconds": 0.5}, "large_decode": {"seconds": 0.5}}  # fmt: skip
+        rows.append({"condition": "relay:selfinfo@0.25:always", "id": f"q{i}", "direct_prob": None,
+                     "correct": i != 0, "latency_s": 4.0, "stages": stages})  # fmt: skip
+    return rows
+
+
+@pytest.fixture()
+def dev_eval(tmp_path):
+    folder = tmp_path / "dev_eval"
+    folder.mkdir()
+    (folder / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _records()))
+    result = {
+        "small": "models/small", "large": "models/large", "budget_kind": "ratio",
+        "config": {"selectors": ["selfinfo"], "granularity": "sentence", "reason_tokens": 200, "device": "cpu"},
+        "rows": [{"condition": "relay:selfinfo@0.25:always", "selector": "selfinfo", "budget": 0.25}],
+    }  # fmt: skip
+    (folder / "results.json").write_text(json.dumps(result))
+    return folder
+
+
+def test_candidate_taus_are_midpoints():
+    assert candidate_taus([0.2, 0.4, 0.4, 0.8]) == pytest.approx([0.0, 0.3, 0.6, 1.0])
+
+
+def test_gate_outcome_by_hand(dev_eval):
+    from selector.calibrate import _records
+
+    recs = _records(dev_eval)
+    direct, transfer = recs["large_direct"], recs["relay:selfinfo@0.25:always"]
+    # tau 0.55: q0..q5 transfer (q0 wrong), q6..q9 direct (right): 9/10, 6 x 5 s + 4 x 1 s.
+    assert evaluate_gate(direct, transfer, 0.55) == pytest.approx((0.9, 3.4, 0.6))
+    # concurrent estimate: max(1, 3) + 1 = 4 s for a transfer
+    assert evaluate_gate(direct, transfer, 0.55, concurrent=True) == pytest.approx((0.9, 2.8, 0.6))
+    assert evaluate_gate(direct, transfer, 0.0) == pytest.approx((0.4, 1.0, 0.0))
+
+
+@pytest.mark.parametrize(
+    ("target", "tau", "accuracy"),
+    [
+        ({"target_accuracy": 0.9}, 0.55, 0.9),  # the fastest tau at 90%: transfer exactly the unsure six
+        ({"target_accuracy": 0.5}, 0.15, 0.5),  # 50%: transfer q0 (wrong anyway) and q1
+        ({"target_latency": 2.25}, 0.25, 0.6),  # 1 + 0.4 k s <= 2.25: three transfers (q0..q2)
+        ({"target_latency": 100.0}, 0.55, 0.9),  # no latency pressure: the most accurate, then fastest
+    ],
+)
+def test_calibration_picks_the_tau_meeting_the_target(dev_eval, tmp_path, target, tau, accuracy):
+    out = tmp_path / "relay.yaml"
+    summary = calibrate(CalibrateConfig(eval=str(dev_eval), out=str(out), **target))
+    chosen = summary["chosen"]
+    assert chosen["tau"] == pytest.approx(tau) and chosen["accuracy"] == pytest.approx(accuracy)
+    if "target_latency" in target:
+        assert chosen["latency"] <= target["target_latency"]
+    # infer reads the written config: the calibrated gate, the eval run's models and options.
+    config = parse_config(InferConfig, ["--config", str(out), "--question", "2 + 3?"], "tokenrelay infer")
+    assert (config.gate, config.tau, config.selector, config.budget) == (
+        "confidence",
+        pytest.approx(tau),
+        "selfinfo",
+        0.25,
+    )
+    assert (config.small, config.large, config.reason_tokens) == ("models/small", "models/large", 200)
+
+
+def test_calibrate_command_and_its_refusals(dev_eval, tmp_path, capsys):
+    out = tmp_path / "c.yaml"
+    assert main(["calibrate", "--eval", str(dev_eval), "--target-accuracy", "0.9", "--out", str(out)]) == 0
+    assert "tau 0.55" in capsys.readouterr().out and out.read_text().startswith("# tokenrelay infer")
+    for args, message in [
+        (["--target-accuracy", "0.95"], "no setting reaches accuracy 0.950"),
+        (["--target-latency", "0.5"], "no setting stays within 0.5 s"),
+        ([], "exactly one of"),
+        (["--target-accuracy", "0.9", "--target-latency", "3"], "exactly one of"),
+        (["--target-accuracy", "1.5"], "target_accuracy must be in [0, 1]"),
+        (["--target-latency", "-1"], "target_latency must be > 0"),
+        (["--target-accuracy", "0.9", "--conditions", "[relay:x@0.1:always]"], "no relay condition"),
+    ]:
+        code = main(["calibrate", "--eval", str(dev_eval), "--out", str(tmp_path / "x.yaml"), *args])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and "Traceback" not in err
+    assert main(["calibrate", "--eval", str(tmp_path / "missing"), "--target-accuracy", "0.5"]) == 2
+    assert "records.jsonl does not exist" in capsys.readouterr().err

@@ -48,7 +48,8 @@ class LabelConfig:
     """Score with the large model behind an OpenAI-compatible engine (vLLM, `tokenrelay serve`) through its
     prompt log-probs; every method but gradient (it needs the weights here). The job then runs on cpu."""
     method: str = "ablation"
-    """Labeler: ablation (random masks + linear surrogate), loo (leave-one-out) or gradient (grad x input)."""
+    """Labeler: ablation (random masks + linear surrogate), loo (leave-one-out), solo (each unit alone:
+    f({i}) - f(none), short prompts) or gradient (grad x input)."""
     units: str = "sentence"
     """Unit granularity: token, word or sentence. Token units are cut with the tokenizer of the
     small model that wrote the traces, as the relay cuts them, whatever the large model's tokenizer."""

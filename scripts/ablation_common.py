@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from selector.cli import parse_config, run_command
+from selector.cmdline import parse_config, run_command
 
 __all__ = [
     "Column",

@@ -40,13 +40,13 @@ from pathlib import Path
 import torch
 
 from selector.agents import Agent
-from selector.calibrate import CalibrateConfig, calibrate
-from selector.cli import parse_config, run_command
+from selector.cmdline import parse_config, run_command
 from selector.data import load_examples
 from selector.early_stop import STOP_SIGNALS
-from selector.eval_report import condition_metrics, pareto_front, plot_latency
 from selector.evaluation import EvalConfig, run_eval
-from selector.output_cache import digest
+from selector.evaluation.cache import digest
+from selector.evaluation.calibrate import CalibrateConfig, calibrate
+from selector.evaluation.report import condition_metrics, pareto_front, plot_latency
 from selector.progress import progress_bar
 from selector.relay import Relay, RelayConfig, RelayResult, StageStats
 

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 
 from selector.answers import answers_match
-from selector.synthetic import generate_problems
+from selector.demo.synthetic import generate_problems
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -11,7 +11,7 @@ Steps (intermediate files under --work, never in the repository):
 
 1. ``scripts/train_demo_agents.py`` trains the small and large agents -> OUT/{small,large} (``--agents-config``:
    a YAML of its options, e.g. ``configs/demo_agents.yaml``, the recipe of the shipped agents);
-2. synthetic questions for the selector (``selector.synthetic``, their own seed) -> WORK/selector_questions.jsonl;
+2. synthetic questions for the selector (``selector.demo.synthetic``, their own seed) -> WORK/selector_questions.jsonl;
 3. ``tokenrelay reason --config configs/demo_reason.yaml``: the small agent's traces (with hidden states);
 4. each trace's final ``Answer:`` line is cut off (``selector.traces.strip_answer_from_trace``; `reason` now does it by default): the
    relay transfers the reasoning, not the small model's verdict;
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if not (args.skip_agents or args.demo_only):
         from scripts.train_demo_agents import TrainDemoConfig, run
-        from selector.cli import parse_config
+        from selector.cmdline import parse_config
 
         step("agents")
         agents_argv = ["--config", args.agents_config] if args.agents_config else []
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
 def build_selector(args, out: Path, work: Path, step, done) -> None:
     """Steps 2-6: the selector's questions, reason, cut the Answer lines, label, train."""
     from scripts.train_demo_agents import SELECTOR_SEED
-    from selector.synthetic import write_synthetic_jsonl
+    from selector.demo.synthetic import write_synthetic_jsonl
 
     step("selector data")
     questions = work / "selector_questions.jsonl"
@@ -211,7 +211,7 @@ def write_card(out: Path, result: dict, times: dict[str, float]) -> None:
         f"""# TokenRelay embedded demo
 
 What `tokenrelay demo` runs: two tiny, real Hugging Face causal LMs and a trained TokenRelay selector,
-trained on the synthetic chain-arithmetic world of `selector.synthetic` (questions such as
+trained on the synthetic chain-arithmetic world of `selector.demo.synthetic` (questions such as
 `a = 7. b = a + 5. c = 3. d = b - 4. e = c + 2. f = d + 1. What is f?`, whose distractor lines do not
 matter for the answer; the agents' recipe is in their model cards). The large agent's own reasoning
 is the accurate but slow reference; the small agent reasons faster but its recap overshoots on about

@@ -2,7 +2,7 @@
 
 - *small*: reads a question through ``selector.prompts.reasoning_prompt`` and writes verbose
   step-by-step reasoning with filler, a recap, then ``Answer: N`` — with the world's one slip
-  (``selector.synthetic``: its recap overshoots when the question goes one step past the asked
+  (``selector.demo.synthetic``: its recap overshoots when the question goes one step past the asked
   variable, while the marked step stays right);
 - *large*: reads ``selector.prompts.transfer_prompt`` holding any subset of a worked solution's
   sentences (none: the direct prompt) and answers in a few tokens; given the reasoning prompt it
@@ -47,8 +47,7 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
 
 from selector.agents import Agent
 from selector.answers import answers_match, extract_answer
-from selector.prompts import answer_target, reasoning_prompt, transfer_prompt
-from selector.synthetic import (
+from selector.demo.synthetic import (
     TARGET_MARK,
     ChainProblem,
     generate_problems,
@@ -56,6 +55,7 @@ from selector.synthetic import (
     strip_answer_line,
     verbose_reasoning,
 )
+from selector.prompts import answer_target, reasoning_prompt, transfer_prompt
 from selector.units import join_units, split_units
 
 SPECIAL_TOKENS = ["<pad>", "<|im_start|>", "<|im_end|>"]
@@ -504,9 +504,9 @@ tags: [tokenrelay, demo, synthetic]
 A {params:,}-parameter Llama-style causal LM ({shape}) with a byte-level BPE tokenizer
 (vocabulary {vocab}) and a ChatML chat template. It is TokenRelay's embedded-demo *small model*:
 given `selector.prompts.reasoning_prompt(agent, question)` for a synthetic chain-arithmetic question
-(`selector.synthetic`), it writes verbose step-by-step reasoning — filler words around one step per
+(`selector.demo.synthetic`), it writes verbose step-by-step reasoning — filler words around one step per
 assigned variable, the asked variable's step marked — then a recap and `Answer: N`. It has the
-world's one slip (`selector.synthetic`): when the question's last line goes one step past the asked
+world's one slip (`selector.demo.synthetic`): when the question's last line goes one step past the asked
 variable, its recap and answer overshoot to that line's value, while its marked step stays right.
 
 It is a toy: it knows nothing outside this synthetic world.
@@ -514,8 +514,8 @@ It is a toy: it knows nothing outside this synthetic world.
 ## Training
 
 Trained by `scripts/train_demo_agents.py` (warm start: {init}) on {train} synthetic questions
-(`selector.synthetic.generate_problems(seed={seed})`, held-out demo questions removed) with worked
-solutions from `selector.synthetic.verbose_reasoning(slip=True)` (fresh filler each time), loss on the
+(`selector.demo.synthetic.generate_problems(seed={seed})`, held-out demo questions removed) with worked
+solutions from `selector.demo.synthetic.verbose_reasoning(slip=True)` (fresh filler each time), loss on the
 completion only: {copy_steps} warm-up steps on a synthetic copying task (random token runs, then
 the same run again), then {steps} AdamW steps of {batch} sequences, peak lr {lr}, on CPU ({minutes:.1f} min wall,
 {cpu_minutes:.1f} CPU-minutes).
@@ -765,13 +765,13 @@ def run(config: TrainDemoConfig) -> dict:
 
 def config_from_yaml(path: str) -> TrainDemoConfig:
     """Build the config of a YAML file without running it (tests/test_configs.py)."""
-    from selector.cli import parse_config
+    from selector.cmdline import parse_config
 
     return parse_config(TrainDemoConfig, ["--config", str(path)], "python -m scripts.train_demo_agents")
 
 
 def main(argv: list[str] | None = None) -> int:
-    from selector.cli import parse_config, run_command
+    from selector.cmdline import parse_config, run_command
 
     prog = "python -m scripts.train_demo_agents"
     argv = sys.argv[1:] if argv is None else argv

@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .cli import UsageError
+from .cmdline import UsageError
 
 __all__ = [
     "OutputLock",

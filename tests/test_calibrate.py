@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from selector.calibrate import CalibrateConfig, calibrate, candidate_taus, evaluate_gate
 from selector.cli import main, parse_config
-from selector.infer_cli import InferConfig
+from selector.commands.infer import InferConfig
+from selector.evaluation.calibrate import CalibrateConfig, calibrate, candidate_taus, evaluate_gate
 
 # Ten dev questions: the large model's direct answer is right exactly when it is confident
 # (p >= 0.6: q6..q9); the transfer is right on all but q0. Direct takes 1 s, a transfer 4 s more
@@ -47,7 +47,7 @@ def test_candidate_taus_are_midpoints():
 
 
 def test_gate_outcome_by_hand(dev_eval):
-    from selector.calibrate import _records
+    from selector.evaluation.calibrate import _records
 
     recs = _records(dev_eval)
     direct, transfer = recs["large_direct"], recs["relay:selfinfo@0.25:always"]

@@ -13,10 +13,10 @@ from scripts.train_demo_agents import ModelShape, grow_model
 from selector.agents import Agent
 from selector.cli import main
 from selector.demo import DEMO_SEED, DemoConfig, default_checkpoints, demo_eval_config, short_table
-from selector.eval_report import markdown_table
+from selector.demo.synthetic import generate_problems
 from selector.evaluation import build_grid, run_eval
+from selector.evaluation.report import markdown_table
 from selector.prompts import reasoning_prompt, transfer_prompt
-from selector.synthetic import generate_problems
 from tests.tiny_models import make_causal_lm
 
 SHIPPED = default_checkpoints()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from selector.eval_paired import paired_comparison, paired_markdown, paired_vs_references
+from selector.evaluation.paired import paired_comparison, paired_markdown, paired_vs_references
 
 
 def test_paired_comparison_counts_and_interval():

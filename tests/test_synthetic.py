@@ -8,7 +8,7 @@ import re
 import pytest
 
 from selector.data import load_examples
-from selector.synthetic import (
+from selector.demo.synthetic import (
     TARGET_MARK,
     SyntheticConfig,
     generate_problems,

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Sequence
 from contextlib import contextmanager
 
-from selector.cli import parse_config, run_command
+from selector.cmdline import parse_config, run_command
 
 __all__ = ["label_config", "main"]
 

@@ -135,7 +135,7 @@ class TrainCLI(LightningCLI):
             self._guard()
 
     def _guard(self) -> None:
-        from selector.cli import UsageError
+        from selector.cmdline import UsageError
         from selector.shards import OutputLock
 
         config = self.config
@@ -249,7 +249,7 @@ def _resume_error(err: RuntimeError, ckpt: str | None) -> str | None:
 
 def main(argv: Sequence[str]) -> int:
     """``tokenrelay train [--config FILE] [overrides] [--ckpt_path CKPT]``: fit, resumably, then release."""
-    from selector.cli import UsageError, run_command
+    from selector.cmdline import UsageError, run_command
 
     argv = list(argv)
     if any(a in ("-h", "--help") for a in argv) or not argv:

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from .cli import parse_config, run_command
-from .evaluation import EvalConfig, markdown_table, run_eval
-from .shards import OutputLock
+from ..cmdline import parse_config, run_command
+from ..evaluation import EvalConfig, markdown_table, run_eval
+from ..shards import OutputLock
 
 __all__ = ["eval_config", "main"]
 

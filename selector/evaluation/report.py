@@ -11,8 +11,8 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
-from .eval_paired import paired_markdown
-from .relay import STAGES, RelayResult, StageStats
+from ..relay import STAGES, RelayResult, StageStats
+from .paired import paired_markdown
 
 __all__ = ["condition_metrics", "markdown_table", "output_tokens", "pareto_front", "write_outputs"]
 

@@ -173,7 +173,7 @@ def calibrate(config: CalibrateConfig) -> dict:
 
 
 def _relay_options(result: dict, row: dict, best: Candidate, config: CalibrateConfig) -> dict:
-    from .evaluation import selector_labels
+    from .engine import selector_labels
 
     evalcfg = result.get("config", {})
     labels = selector_labels(evalcfg.get("selectors") or [row["selector"]])
@@ -187,7 +187,7 @@ def _relay_options(result: dict, row: dict, best: Candidate, config: CalibrateCo
     options.update({k: evalcfg[k] for k in RELAY_FIELDS if k in evalcfg})
     if config.concurrent:
         options["concurrent"] = True
-    from .relay import RelayConfig
+    from ..relay import RelayConfig
 
     RelayConfig(**options)  # refuse to write a config the relay would not accept
     return options
@@ -215,13 +215,13 @@ def _write_yaml(path: Path, relay: dict, best: Candidate, config: CalibrateConfi
 
 
 def calibrate_config(path: str) -> CalibrateConfig:
-    from .cli import parse_config
+    from ..cmdline import parse_config
 
     return parse_config(CalibrateConfig, ["--config", str(path)], PROG)
 
 
 def main(argv: Sequence[str]) -> int:
-    from .cli import parse_config, run_command
+    from ..cmdline import parse_config, run_command
 
     def body() -> None:
         config = parse_config(CalibrateConfig, argv, PROG)

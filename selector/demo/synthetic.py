@@ -27,7 +27,7 @@ import random
 import re
 from dataclasses import dataclass, field
 
-from .data import Example, write_jsonl
+from ..data import Example, write_jsonl
 
 __all__ = [
     "ANSWER_LINE_RE",

@@ -1,7 +1,7 @@
 """`tokenrelay demo`: the relay, offline, on the embedded synthetic world — a preset of `tokenrelay eval`.
 
 The demo's two agents and its selector ship in ``checkpoints/demo/`` (installed with the package;
-tiny models trained on ``selector.synthetic`` questions by ``scripts/build_demo.py``). The demo
+tiny models trained on ``selector.demo.synthetic`` questions by ``scripts/build_demo.py``). The demo
 writes its held-out questions to ``OUT/questions.jsonl`` and runs the evaluation engine
 (``selector.evaluation.run_eval``) on them: the large model's direct answer, its own step-by-step
 reasoning, the small model's own reasoning, and the relay with the trained selector and with each
@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .baselines import BASELINES
-from .gating import check_gate
+from ..baselines import BASELINES
+from ..gating import check_gate
 
 __all__ = [
     "DEMO_SEED",
@@ -40,9 +40,9 @@ HEURISTICS = ("random", "first", "last", "selfinfo")
 
 def default_checkpoints() -> Path:
     """``checkpoints/demo`` as installed with the package (a wheel), else the source tree's top-level one."""
-    here = Path(__file__).resolve().parent
-    installed = here / "checkpoints" / "demo"
-    return installed if installed.is_dir() else here.parent / "checkpoints" / "demo"
+    package = Path(__file__).resolve().parents[1]  # selector/
+    installed = package / "checkpoints" / "demo"
+    return installed if installed.is_dir() else package.parent / "checkpoints" / "demo"
 
 
 @dataclass
@@ -117,7 +117,7 @@ def checkpoint_root(config: DemoConfig) -> Path:
 
 def demo_eval_config(config: DemoConfig, root: Path, data: Path):
     """The evaluation engine's config this preset stands for."""
-    from .evaluation import EvalConfig
+    from ..evaluation import EvalConfig
 
     return EvalConfig(
         data=str(data),
@@ -144,7 +144,7 @@ def run_demo(config: DemoConfig, progress: bool = True) -> dict:
     """Write the held-out questions, run the engine on them, and return its result (written to ``out``)."""
     import torch
 
-    from .evaluation import run_eval
+    from ..evaluation import run_eval
     from .synthetic import write_synthetic_jsonl
 
     if config.threads:
@@ -171,7 +171,7 @@ def _is_short_row(row: dict) -> bool:
 
 def short_table(result: dict) -> str:
     """The engine's Markdown table, restricted to the demo's rows."""
-    from .eval_report import markdown_table
+    from ..evaluation.report import markdown_table
 
     return markdown_table({**result, "rows": [r for r in result["rows"] if _is_short_row(r)]})
 
@@ -198,7 +198,7 @@ def summary(result: dict) -> list[str]:
 
 
 def demo_config(path: str) -> DemoConfig:
-    from .cli import parse_config
+    from ..cmdline import parse_config
 
     return parse_config(DemoConfig, ["--config", str(path)], "tokenrelay demo")
 
@@ -206,7 +206,7 @@ def demo_config(path: str) -> DemoConfig:
 def main(argv: Sequence[str]) -> int:
     import time
 
-    from .cli import parse_config, run_command
+    from ..cmdline import parse_config, run_command
 
     prog = "tokenrelay demo"
 
@@ -231,6 +231,6 @@ def main(argv: Sequence[str]) -> int:
 
 
 def markdown_table_for(config: DemoConfig, result: dict) -> str:
-    from .eval_report import markdown_table
+    from ..evaluation.report import markdown_table
 
     return markdown_table(result) if config.full_table else short_table(result)

@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .cli import parse_config, run_command
-from .data import ColumnMap, Example, load_examples
-from .relay import STAGES, Relay, RelayConfig, RelayResult, check_images
-from .shards import OutputLock, read_jsonl_output
+from ..cmdline import parse_config, run_command
+from ..data import ColumnMap, Example, load_examples
+from ..relay import STAGES, Relay, RelayConfig, RelayResult, check_images
+from ..shards import OutputLock, read_jsonl_output
 
 __all__ = ["InferConfig", "infer_config", "main", "run_infer"]
 

@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from .agents import Agent, Generation, ScoreResult
+from ..agents import Agent, Generation, ScoreResult
 
 __all__ = [
     "CACHE_FILE",

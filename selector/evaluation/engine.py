@@ -7,7 +7,7 @@ and ``full`` take no budget, so they run once per gate). Relay conditions run th
 scoring are the relay's code, not a copy); only the models and the selection stage are wrapped
 by a persistent cache:
 
-- ``selector.output_cache.CachedAgent`` wraps an ``Agent``: ``generate`` and ``score`` answer
+- ``selector.evaluation.cache.CachedAgent`` wraps an ``Agent``: ``generate`` and ``score`` answer
   from ``out/cache`` what they have seen and call the model only for the rest. Each entry keeps
   the wall times measured when it was computed, so the latency of a condition served from the
   cache is the latency that was measured (stage times of batched generation are the batch's wall
@@ -16,7 +16,7 @@ by a persistent cache:
   seconds) is cached the same way, so a re-run reports the same selection time.
 
 An interrupted run loses at most the batch in flight, and a re-run or a grown grid recomputes
-nothing it has. Metrics, tables and plots are in ``selector.eval_report``.
+nothing it has. Metrics, tables and plots are in ``selector.evaluation.report``.
 
 Gold-answer log-probs: f(none) is the large model's log p(gold) after the direct prompt, f(all)
 after the relay's full transfer (the ``full`` selector's), f(kept) after the condition's final prompt. "Gain recovered" is the mean
@@ -36,21 +36,21 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from .agents import Agent, Generation
-from .answers import answers_match, extract_answer
-from .baselines import BASELINES, check_selector_name, load_selector
-from .data import ColumnMap, Example, load_examples
-from .eval_paired import paired_vs_references
-from .eval_report import condition_metrics, markdown_table, pareto_front, write_outputs
-from .gating import GATES, check_gate
-from .output_cache import CachedAgent, OutputCache, files_fingerprint, image_keys
-from .progress import progress_bar
-from .prompts import answer_target
-from .reasoning import ReasoningView, UnitScorer
-from .relay import Relay, RelayConfig, RelayResult, StageStats, check_images
-from .remote import HIDDEN_SELECTOR_ERROR, RemoteAgent, RemoteConfig
-from .selection import Transfer, check_budget
-from .units import GRANULARITIES
+from ..agents import Agent, Generation
+from ..answers import answers_match, extract_answer
+from ..baselines import BASELINES, check_selector_name, load_selector
+from ..data import ColumnMap, Example, load_examples
+from ..gating import GATES, check_gate
+from ..progress import progress_bar
+from ..prompts import answer_target
+from ..reasoning import ReasoningView, UnitScorer
+from ..relay import Relay, RelayConfig, RelayResult, StageStats, check_images
+from ..remote import HIDDEN_SELECTOR_ERROR, RemoteAgent, RemoteConfig
+from ..selection import Transfer, check_budget
+from ..units import GRANULARITIES
+from .cache import CachedAgent, OutputCache, files_fingerprint, image_keys
+from .paired import paired_vs_references
+from .report import condition_metrics, markdown_table, pareto_front, write_outputs
 
 __all__ = [
     "CONDITIONS",

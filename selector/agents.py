@@ -3,111 +3,39 @@
 An agent formats prompts (chat template when the model has one, a plain template otherwise),
 generates batched with per-token log-probabilities and stage timings, and scores target strings
 given prompts, reusing the KV cache of a shared prefix (the labeling case: one question, many
-reasoning variants).
+reasoning variants; ``selector.prefix_cache``). Its config and result types are in
+``selector.agent_types`` and re-exported here.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-__all__ = ["Agent", "AgentConfig", "Generation", "ScoreResult", "TokenTimer"]
+from .agent_types import (
+    DTYPES,
+    AgentConfig,
+    Generation,
+    ScoreResult,
+    TokenTimer,
+    _image_lists,
+    _load_image,
+    _looks_local,
+    _resolve_device,
+    _score_requests,
+)
+from .prefix_cache import PrefixTreeScoring
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-@dataclass
-class AgentConfig:
-    """How to load one model."""
-
-    path: str
-    """Local folder or hub id of a causal LM or image-text-to-text model."""
-    dtype: str = "float32"
-    """Weights dtype: float32, bfloat16, float16 or auto (the checkpoint's own)."""
-    device: str = "auto"
-    """cpu, cuda, cuda:N, mps, or auto (cuda when available)."""
-    device_map: str | None = None
-    """Passed to from_pretrained to spread a model too big for one device (e.g. "auto"); overrides device."""
-    chat_template: bool | None = None
-    """Use the tokenizer's chat template: None = when it has one."""
-    system_prompt: str | None = None
-    """Optional system message put before every prompt."""
-    trust_remote_code: bool = False
-    """Allow model code from the checkpoint (off: never run downloaded code by default)."""
-
-    def __post_init__(self) -> None:
-        if not str(self.path).strip():
-            raise ValueError("AgentConfig.path is empty: give a local model folder or a hub id")
-        if self.dtype not in (*DTYPES, "auto"):
-            raise ValueError(f"dtype must be one of {[*DTYPES, 'auto']}, got {self.dtype!r}")
+__all__ = ["DTYPES", "Agent", "AgentConfig", "Generation", "ScoreResult", "TokenTimer"]
 
 
-@dataclass
-class Generation:
-    """One generated continuation."""
-
-    text: str
-    token_ids: list[int]
-    logprobs: list[float]
-    """Log-probability of each generated token under the model's own (untempered) distribution."""
-    finish_reason: str
-    """'stop' (end-of-sequence token) or 'length' (hit max_new_tokens); a stream (selector.early_stop)
-    also ends 'early_stop' (its check said enough) or 'cancelled'."""
-    prompt_tokens: int
-    new_tokens: int
-    prefill_s: float
-    """Wall time of the batch's prefill and first token (shared by the batch's items)."""
-    decode_s: float
-    """Wall time of the batch's remaining decode steps (shared by the batch's items)."""
-    hidden_states: torch.Tensor | None = None
-    """(new_tokens, hidden) at the requested layer, when asked for."""
-
-
-@dataclass
-class ScoreResult:
-    """Log-probability of a target string given a prompt."""
-
-    logprob: float
-    token_logprobs: list[float] = field(default_factory=list)
-
-    @property
-    def target_tokens(self) -> int:
-        return len(self.token_logprobs)
-
-
-class TokenTimer:
-    """Stopping criterion that never stops, only timestamps steps: the first call ends the prefill."""
-
-    def __init__(self) -> None:
-        self.start = time.perf_counter()
-        self.first: float | None = None
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
-        if self.first is None:
-            self.first = time.perf_counter()
-        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
-
-
-def _looks_local(path: str) -> bool:
-    """A hub id is ``name`` or ``org/name``; anything else that does not exist is a missing folder."""
-    return path.startswith((".", "/", "~")) or path.count("/") > 1 or "\\" in path
-
-
-def _resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-class Agent:
+class Agent(PrefixTreeScoring):
     """A small or large model: prompt formatting, batched generation and scoring."""
 
     def __init__(self, model, tokenizer, processor=None, config: AgentConfig | None = None):
@@ -530,106 +458,6 @@ class Agent:
         logits = self.model(**inputs).logits
         return [self._gather(logits[i], len(c), t) for i, (c, t) in enumerate(rows)]
 
-    def _score_with_cache(self, prefix_enc, members, parts, targets, target_ids, batch_size, results) -> None:
-        """Score every rest after one cached prefix, walking the rests as a prefix tree.
-
-        Rests are visited in token order, so neighbours share their longest common start. A batch-1
-        "stem" cache holds the prefix plus the tokens the current chunk of rests shares; moving on
-        crops it back to what the next chunk shares too and encodes only the new tokens. Scoring a
-        rest therefore costs the tokens it does not share with the previous one (leave-one-out
-        masks share everything before the dropped unit: about half of the reasoning).
-        """
-        prefix_ids = prefix_enc["input_ids"].to(self.device)[None]
-        extra = {k: v.to(self.device) for k, v in prefix_enc.items() if k != "input_ids"}
-        out = self.model(input_ids=prefix_ids, use_cache=True, **extra, **self._last_logits_only(1))
-        stem = _Stem(out.cache, prefix_ids.shape[1], out.logits[0, -1])
-        # A cache that cannot be rolled back exactly (sliding-window layers) keeps the prefix only.
-        tree = bool(getattr(out.cache, "is_croppable", False))
-        rests = {i: self.encode_text(parts[i][1]).to(self.device) for i in members}
-        order = sorted(members, key=lambda i: rests[i].tolist()) if tree else list(members)
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            tgts = [target_ids[targets[i]].to(self.device) for i in chunk]
-            if len(chunk) == 1 and tree:
-                i, tgt = chunk[0], tgts[0]
-                results[i] = self._gather(self._score_on_stem(stem, rests[i], tgt), 1, tgt)
-                continue
-            shared = _common_prefix_len([rests[i] for i in chunk]) if tree else 0
-            self._grow_stem(stem, rests[chunk[0]][:shared])
-            q = stem.length
-            rems = [rests[i][shared:] for i in chunk]
-            ids, mask = self._right_padded([torch.cat([r, t]) for r, t in zip(rems, tgts)])
-            batch_cache = copy.deepcopy(stem.cache)
-            batch_cache.batch_repeat_interleave(len(chunk))
-            full_mask = torch.cat(
-                [torch.ones((len(chunk), q), dtype=mask.dtype, device=self.device), mask], 1
-            )
-            positions = torch.arange(q, q + ids.shape[1], device=self.device)[None].expand(len(chunk), -1)
-            logits = self.model(
-                input_ids=ids,
-                attention_mask=full_mask,
-                position_ids=positions,
-                cache=batch_cache,
-                use_cache=True,
-            ).logits
-            for row, i in enumerate(chunk):
-                # Position 0 of this chunk is predicted by the stem's last logits.
-                row_logits = torch.cat([stem.last_logits[None], logits[row]], dim=0)
-                results[i] = self._gather(row_logits, len(rems[row]) + 1, tgts[row])
-
-    def _last_logits_only(self, n: int) -> dict:
-        """``logits_to_keep=n`` where the model takes it: the LM head over a 150k vocabulary is
-        ~15% of a small LM's compute per position, wasted on positions nobody reads."""
-        if self._takes_logits_to_keep is None:
-            import inspect
-
-            self._takes_logits_to_keep = "logits_to_keep" in inspect.signature(self.model.forward).parameters
-        return {"logits_to_keep": n} if self._takes_logits_to_keep else {}
-
-    def _forward_on_stem(self, stem: _Stem, ids: torch.Tensor, keep_logits: int) -> torch.Tensor:
-        """Run ``ids`` (1-D) after the stem's cached tokens; the last ``keep_logits`` rows of logits."""
-        positions = torch.arange(stem.length, stem.length + len(ids), device=self.device)[None]
-        out = self.model(
-            input_ids=ids[None],
-            position_ids=positions,
-            cache=stem.cache,
-            use_cache=True,
-            **self._last_logits_only(keep_logits),
-        )
-        return out.logits[0, -keep_logits:]
-
-    def _grow_stem(self, stem: _Stem, tokens: torch.Tensor) -> None:
-        """Make the stem hold exactly prefix + ``tokens``, with the logits after its last token."""
-        common = _common_prefix_len([stem.tokens, tokens])
-        if common == len(tokens) == len(stem.tokens):
-            return
-        keep = 0 if len(tokens) == 0 else min(common, len(tokens) - 1)  # re-encode >= 1: its logits
-        stem.crop(keep)
-        if len(tokens) == 0:
-            stem.last_logits = stem.prefix_logits
-            return
-        stem.last_logits = self._forward_on_stem(stem, tokens[keep:], 1)[-1]
-        stem.tokens = tokens
-
-    def _score_on_stem(self, stem: _Stem, rest: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Logits predicting each ``target`` token after ``rest`` (row 0 predicts the first), in one
-        forward on the stem itself, which is left holding ``rest`` (the target is cropped off)."""
-        common = _common_prefix_len([stem.tokens, rest])
-        keep = common
-        if common == len(rest) and len(stem.tokens) != len(rest):
-            keep = max(0, len(rest) - 1)  # the logits after rest's last token are not at hand
-        stem.crop(keep)
-        if keep == len(rest):  # nothing of rest to encode: the target follows the stem's logits
-            before = stem.prefix_logits if len(rest) == 0 else stem.last_logits
-            row = torch.cat([before[None], self._forward_on_stem(stem, target, len(target))], dim=0)
-        else:
-            fed = torch.cat([rest[keep:], target])
-            row = self._forward_on_stem(stem, fed, len(target) + 1)  # from rest's last token on
-            stem.last_logits = row[0]
-        stem.cache.crop(-len(target))
-        stem.tokens = rest
-        return row
-
     def _gather(self, logits: torch.Tensor, context_len: int, target: torch.Tensor) -> ScoreResult:
         """Log-probs of ``target`` whose first token sits at ``context_len`` in the row of ``logits``."""
         n = len(target)
@@ -646,73 +474,3 @@ class Agent:
             ids[i, : len(s)] = s
             mask[i, : len(s)] = 1
         return ids.to(self.device), mask.to(self.device)
-
-
-class _Stem:
-    """A batch-1 KV cache of the shared prefix plus ``tokens``, and the logits after its last token."""
-
-    def __init__(self, cache, prefix_len: int, prefix_logits: torch.Tensor):
-        self.cache = cache
-        self.prefix_len = prefix_len
-        self.prefix_logits = prefix_logits
-        self.last_logits = prefix_logits
-        self.tokens = torch.zeros(0, dtype=torch.long, device=prefix_logits.device)
-
-    @property
-    def length(self) -> int:
-        return self.prefix_len + len(self.tokens)
-
-    def crop(self, keep: int) -> None:
-        """Keep only the first ``keep`` of the stem's own tokens (the prefix always stays)."""
-        drop = len(self.tokens) - keep
-        if drop > 0:
-            self.cache.crop(-drop)
-            self.tokens = self.tokens[:keep]
-
-
-def _image_lists(prompts: Sequence, images: Sequence[Sequence] | None) -> list:
-    """One image list per prompt (none given: empty lists)."""
-    images = list(images) if images is not None else [[] for _ in prompts]
-    if len(images) != len(prompts):
-        raise ValueError(f"{len(prompts)} prompts but {len(images)} image lists")
-    return images
-
-
-def _score_requests(
-    prompts: Sequence, targets: Sequence[str] | str, images: Sequence[Sequence] | None
-) -> tuple[list[str], list]:
-    """Targets (one string: the same for every prompt) and image lists, checked against the prompts."""
-    targets = [targets] * len(prompts) if isinstance(targets, str) else list(targets)
-    images = list(images) if images is not None else [[] for _ in prompts]
-    if not len(prompts) == len(targets) == len(images):
-        raise ValueError(f"{len(prompts)} prompts, {len(targets)} targets, {len(images)} image lists")
-    if not all(targets):
-        raise ValueError("cannot score an empty target string")
-    return targets, images
-
-
-def _common_prefix_len(seqs: Sequence[torch.Tensor]) -> int:
-    """Length of the longest common start of 1-D token tensors."""
-    n = min(len(s) for s in seqs)
-    if n == 0:
-        return 0
-    first = seqs[0][:n]
-    same = torch.ones(n, dtype=torch.bool, device=first.device)
-    for s in seqs[1:]:
-        same &= s[:n] == first
-    diff = (~same).nonzero()
-    return n if len(diff) == 0 else int(diff[0, 0])
-
-
-def _load_image(image):
-    """A PIL image from a path or a PIL image; a missing path is an error that names it."""
-    from PIL import Image
-
-    if isinstance(image, (str, os.PathLike)):
-        if not Path(image).exists():
-            raise FileNotFoundError(f"image file {str(image)!r} does not exist")
-        with Image.open(image) as im:
-            return im.convert("RGB")
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    raise TypeError(f"an image must be a file path or a PIL image, got {type(image).__name__}")

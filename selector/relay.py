@@ -27,190 +27,26 @@ stopped on its trial answer carries that answer as the small model's (the agreem
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 
 from .agents import Agent, Generation
 from .answers import answers_match, contains_answer, extract_answer
-from .baselines import check_selector_name, load_selector, select_transfer
+from .baselines import load_selector, select_transfer
 from .data import Example
-from .early_stop import StreamResult, check_early_stop, reason_streams
-from .gating import Gate, answer_from_generation, answer_probability, check_gate
+from .early_stop import StreamResult, reason_streams
+from .gating import Gate, answer_from_generation, answer_probability
 from .progress import progress_bar
 from .prompts import PromptParts, PromptTemplate, answer_target, reasoning_prompt, transfer_prompt
 from .reasoning import ReasoningView, UnitScorer, view_from_generation
-from .selection import Budget, Transfer, check_budget, forced_keeps
-from .units import GRANULARITIES, unit_token_counts
+from .relay_config import STAGES, RelayConfig, RelayResult, StageStats, check_images
+from .selection import Transfer, forced_keeps
+from .units import unit_token_counts
 
 __all__ = ["STAGES", "Relay", "RelayConfig", "RelayResult", "StageStats", "check_images"]
-
-STAGES = ("large_direct", "small_reasoning", "selection", "large_prefill", "large_decode")
-
-
-@dataclass
-class RelayConfig:
-    """The relay: which models, which selector, how much reasoning to transfer, and when."""
-
-    small: str | None = None
-    """The small (reasoning) model: a local folder or hub id (not needed with gate 'never')."""
-    large: str | None = None
-    """The large (answering) model: a local folder or hub id."""
-    selector: str = "selfinfo"
-    """A trained selector checkpoint folder, or a baseline: none, full, random, first, last, selfinfo, oracle."""
-    budget: float = 0.25
-    """Budget value: a ratio in (0, 1], a token count >= 1, k >= 0 units, or a probability in [0, 1]."""
-    budget_kind: str = "ratio"
-    """What the budget counts: ratio (of the reasoning's large-model tokens), tokens, topk, or threshold."""
-    gate: str = "agreement"
-    """When to transfer: never, always, confidence (direct-answer probability < tau), agreement."""
-    tau: float = 0.5
-    """The confidence gate's threshold on the large model's direct-answer probability."""
-    granularity: str = "sentence"
-    """Units for baseline selectors: token, word, or sentence (a trained selector uses its own)."""
-    force_numbers: bool = False
-    """Always keep units that hold a number (counted against the budget)."""
-    force_last: bool = False
-    """Always keep the reasoning's last unit (counted against the budget)."""
-    keep_answer_line: bool = False
-    """Transfer the small model's final answer line too (by default only its reasoning is transferred)."""
-    reason_tokens: int = 256
-    """Cap on the small model's reasoning tokens."""
-    answer_tokens: int = 16
-    """Cap on the large model's answer tokens (its answer is the first line)."""
-    batch_size: int = 8
-    """Questions per batch (1 gives exact per-question latency)."""
-    parallel: bool = False
-    """Account the small model as running concurrently with the large direct answer (see module doc)."""
-    concurrent: bool = False
-    """Really run the large direct answer and the small reasoning at the same time; latency = wall time."""
-    large_threads: int = 0
-    """concurrent: torch threads of the large model's worker (0 = half the process's threads, rounded up)."""
-    small_threads: int = 0
-    """concurrent: torch threads of the small model's worker (0 = the other half, at least 1)."""
-    early_stop: str = "none"
-    """Stop the small model's reasoning early: none, confidence, agreement, or selector (selector.early_stop)."""
-    stop_threshold: float = 0.9
-    """Early stop: the trial answer's minimum probability (confidence; agreement too, 0 = any agreement)."""
-    check_every: int = 1
-    """Early stop: check at every n-th unit (sentence) boundary."""
-    trial_tokens: int = 8
-    """Early stop: cap on the small model's trial-answer tokens per check."""
-    stop_cue: str = "\nAnswer:"
-    """Early stop: the text fed after the reasoning so far to read the small model's trial answer."""
-    dtype: str = "float32"
-    """Model dtype: float32, bfloat16, float16 or auto."""
-    device: str = "auto"
-    """cpu, cuda, cuda:N or auto."""
-    seed: int = 0
-    """Seed of the random selector."""
-    selfinfo_reduce: str = "sum"
-    """selfinfo selector: sum (Selective Context) or mean of token self-information per unit."""
-    score_gold: bool = False
-    """Also score the gold answer's log-prob after the final prompt (extra pass, not in latency)."""
-
-    def __post_init__(self) -> None:
-        check_budget(self.budget_kind, self.budget)
-        check_gate(self.gate, self.tau)
-        check_selector_name(self.selector)
-        if self.granularity not in GRANULARITIES:
-            raise ValueError(f"unknown granularity {self.granularity!r}; expected one of {GRANULARITIES}")
-        for name in ("reason_tokens", "answer_tokens", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("large_threads", "small_threads"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be an integer >= 0 (0 = automatic), got {value!r}")
-        check_early_stop(
-            self.early_stop, self.stop_threshold, self.check_every, self.trial_tokens, self.stop_cue
-        )
-        if self.early_stop == "agreement" and self.gate == "always":
-            raise ValueError(
-                "early_stop 'agreement' needs the large model's direct answer: not with gate 'always'"
-            )
-        if self.selfinfo_reduce not in ("sum", "mean"):
-            raise ValueError(f"selfinfo_reduce must be 'sum' or 'mean', got {self.selfinfo_reduce!r}")
-        for name in ("small", "large"):
-            value = getattr(self, name)
-            if value is not None and not str(value).strip():
-                raise ValueError(f"{name} is empty: give a model folder or hub id")
-
-    @property
-    def budget_spec(self) -> Budget:
-        value = self.budget if self.budget_kind in ("ratio", "threshold") else int(self.budget)
-        return Budget(self.budget_kind, value)
-
-    def selector_kwargs(self, name: str | None = None) -> dict:
-        """Constructor options for the baseline ``name`` (default: this config's selector)."""
-        options = {"random": {"seed": self.seed}, "selfinfo": {"reduce": self.selfinfo_reduce}}
-        return options.get(self.selector if name is None else name, {})
-
-
-@dataclass
-class StageStats:
-    """One stage of one question: wall seconds and the tokens that went in and came out."""
-
-    seconds: float = 0.0
-    prompt_tokens: int = 0
-    new_tokens: int = 0
-
-
-@dataclass
-class RelayResult:
-    """What the relay did for one question."""
-
-    id: str
-    answer: str | None
-    """The final answer (first line of the large model's last generation)."""
-    path: str
-    """'direct' (the large model's direct answer) or 'transfer'."""
-    output: str
-    """The large model's raw final generation."""
-    direct_answer: str | None = None
-    direct_prob: float | None = None
-    """exp(mean token log-prob) of the direct answer line (None when not computed)."""
-    reasoning: str | None = None
-    """The small model's reasoning (None when it did not run)."""
-    small_answer: str | None = None
-    transfer_text: str | None = None
-    """The kept reasoning sent to the large model (None on the direct path)."""
-    transfer_tokens: int = 0
-    """Large-model tokens of the kept units."""
-    reasoning_tokens: int = 0
-    """Large-model tokens of all the reasoning's units."""
-    stages: dict[str, StageStats] = field(default_factory=dict)
-    """Per stage that ran (names in STAGES)."""
-    latency_s: float = 0.0
-    """End-to-end seconds under the config's accounting (sequential or parallel)."""
-    gold: str | None = None
-    correct: bool | None = None
-    """Final answer matches the gold (None without a gold answer)."""
-    leaked: bool | None = None
-    """The transfer text states the gold answer (False on the direct path; None without gold)."""
-    gold_logprob: float | None = None
-    """log p_large(gold | final prompt), with score_gold."""
-    small_finish: str | None = None
-    """How the small model's reasoning ended: stop, length, early_stop, or cancelled (None: it did not run)."""
-    stop_checks: int = 0
-    """Early-stop checks run on the small model's reasoning (their seconds are inside its stage)."""
-
-    def to_record(self) -> dict:
-        """A flat JSON-friendly dict (stage stats as nested dicts)."""
-        return asdict(self)
-
-
-def check_images(examples: Sequence[Example]) -> None:
-    """Fail before any model runs when an example's image file is missing (the error names it)."""
-    for ex in examples:
-        for image in ex.images:
-            if isinstance(image, (str, os.PathLike)) and not Path(image).exists():
-                raise FileNotFoundError(f"image file {str(image)!r} of example {ex.id!r} does not exist")
 
 
 def _generation_s(gens: Sequence[Generation]) -> float:

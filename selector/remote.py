@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .agents import Generation, ScoreResult, _score_requests
+from .agent_types import Generation, ScoreResult, _score_requests
 
 __all__ = ["HIDDEN_SELECTOR_ERROR", "RemoteAgent", "RemoteConfig", "RemoteModelError"]
 

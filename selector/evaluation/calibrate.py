@@ -173,7 +173,7 @@ def calibrate(config: CalibrateConfig) -> dict:
 
 
 def _relay_options(result: dict, row: dict, best: Candidate, config: CalibrateConfig) -> dict:
-    from .engine import selector_labels
+    from .grid import selector_labels
 
     evalcfg = result.get("config", {})
     labels = selector_labels(evalcfg.get("selectors") or [row["selector"]])

@@ -1,0 +1,253 @@
+"""The evaluation grid: ``EvalConfig`` (what `tokenrelay eval` runs) and the conditions it expands to."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..baselines import BASELINES, check_selector_name
+from ..data import ColumnMap
+from ..gating import GATES, check_gate
+from ..relay import RelayConfig
+from ..remote import RemoteConfig
+from ..selection import check_budget
+from ..units import GRANULARITIES
+
+__all__ = [
+    "CONDITIONS",
+    "FIXED_SELECTORS",
+    "RELAY_GATES",
+    "Condition",
+    "EvalConfig",
+    "build_grid",
+    "selector_labels",
+]
+
+CONDITIONS = ("large_direct", "large_reasoning", "small_reasoning", "relay")
+RELAY_GATES = ("always", "confidence", "agreement")
+FIXED_SELECTORS = ("none", "full")
+"""Baselines that mean one fixed transfer whatever the budget: run once per gate."""
+
+
+# --------------------------------------------------------------------------- config
+
+
+@dataclass
+class EvalConfig:
+    """`tokenrelay eval`: every condition of a grid over a dataset, with a cache of model outputs."""
+
+    data: str | None = None
+    """Questions with gold answers: a JSONL / CSV / Parquet file, a save_to_disk folder or a hub id."""
+    columns: ColumnMap = field(default_factory=ColumnMap)
+    """Column names in the data."""
+    split: str | None = None
+    """Split to read from a DatasetDict folder or hub dataset."""
+    limit: int | None = None
+    """Use only the first N examples."""
+    small: str | None = None
+    """The small (reasoning) model: a local folder or hub id (needed for small_reasoning and relay)."""
+    large: str | None = None
+    """The large (answering) model: a local folder or hub id."""
+    small_endpoint: RemoteConfig | None = None
+    """Run the small model behind an OpenAI-compatible engine (vLLM, `tokenrelay serve`); ``small`` (or
+    small_endpoint.tokenizer) is then the local folder of its tokenizer. Not with the 'hidden' selector."""
+    large_endpoint: RemoteConfig | None = None
+    """Run the large model behind an OpenAI-compatible engine; its gold-answer log-probs come from the
+    engine's prompt log-probs (vLLM's prompt_logprobs). ``large``: its tokenizer folder."""
+    out: str = "runs/eval"
+    """Output folder: results.md/.csv/.json, records.jsonl, plots, and cache/ (model outputs, reused)."""
+    selectors: list[str] = field(
+        default_factory=lambda: ["none", "full", "random", "first", "last", "selfinfo"]
+    )
+    """Relay selectors: trained checkpoint folders and/or none, full, random, first, last, selfinfo, oracle."""
+    budgets: list[float] = field(default_factory=lambda: [0.1, 0.25, 0.5])
+    """Budgets for every selector but none/full (ratios of the reasoning's large-model tokens by default)."""
+    budget_kind: str = "ratio"
+    """What the budgets count: ratio, tokens, topk, or threshold."""
+    gates: list[str] = field(default_factory=lambda: ["always"])
+    """Relay gates: always, confidence, agreement ('never' is the large_direct condition)."""
+    tau: float = 0.5
+    """The confidence gate's threshold on the large model's direct-answer probability."""
+    conditions: list[str] = field(default_factory=lambda: list(CONDITIONS))
+    """Conditions to run: large_direct, large_reasoning (its own step-by-step answer),
+    small_reasoning (the small model's own answer), relay (the selector x budget x gate grid)."""
+    granularity: str = "sentence"
+    """Units for baseline selectors: token, word, or sentence (a trained selector uses its own)."""
+    force_numbers: bool = False
+    """Always keep units that hold a number (counted against the budget)."""
+    force_last: bool = False
+    """Always keep the reasoning's last unit (counted against the budget)."""
+    selfinfo_reduce: str = "sum"
+    """selfinfo selector: sum (Selective Context) or mean of token self-information per unit."""
+    parallel: bool = False
+    """Latency as if the small model ran alongside the large direct answer (see selector.relay)."""
+    reason_tokens: int = 256
+    """Cap on the small model's reasoning tokens."""
+    answer_tokens: int = 16
+    """Cap on the large model's answer tokens (its answer is the first line)."""
+    large_reason_tokens: int = 512
+    """Cap on the large model's own reasoning tokens (large_reasoning condition)."""
+    batch_size: int = 8
+    """Questions per batch (stage times are the batch's wall time: 1 gives exact per-question latency)."""
+    gain_min_nats: float = 1.0
+    """Gain recovered is averaged over problems where f(all) - f(none) is at least this many nats."""
+    dtype: str = "float32"
+    """Model dtype: float32, bfloat16, float16 or auto."""
+    device: str = "auto"
+    """cpu, cuda, cuda:N or auto."""
+    seed: int = 0
+    """Seed of the random selector."""
+    plot: bool = True
+    """Write the PNG plots (accuracy vs transferred tokens, accuracy vs latency with the Pareto front)."""
+
+    def __post_init__(self) -> None:
+        if not self.data or not str(self.data).strip():
+            raise ValueError("--data is required: questions with gold answers")
+        large_tokenizer = self.large_endpoint is not None and self.large_endpoint.tokenizer is not None
+        if (not self.large or not str(self.large).strip()) and not large_tokenizer:
+            raise ValueError("--large is required (the answering model, or large_endpoint.tokenizer)")
+        if not str(self.out).strip():
+            raise ValueError("--out is empty")
+        self.conditions = _unique(self.conditions, "conditions")
+        self.gates = _unique(self.gates, "gates")
+        unknown = [c for c in self.conditions if c not in CONDITIONS]
+        if unknown:
+            raise ValueError(f"unknown condition(s) {unknown}; expected some of {CONDITIONS}")
+        bad_gates = [g for g in self.gates if g not in GATES]
+        if bad_gates:
+            raise ValueError(f"unknown gate(s) {bad_gates}; expected some of {RELAY_GATES} (or never)")
+        if "never" in self.gates:  # 'never' is the large model answering directly
+            self.gates = [g for g in self.gates if g != "never"]
+            if "large_direct" not in self.conditions:
+                self.conditions = ["large_direct", *self.conditions]
+        check_gate("confidence", self.tau)
+        if not self.conditions:
+            raise ValueError("no conditions to run")
+        if "relay" in self.conditions:
+            if not self.gates:
+                raise ValueError(f"the relay condition needs at least one gate of {RELAY_GATES}")
+            self.selectors = _unique([str(s) for s in self.selectors], "selectors")
+            if not self.selectors:
+                raise ValueError("the relay condition needs at least one selector")
+            for name in self.selectors:
+                check_selector_name(name)
+            if any(s not in FIXED_SELECTORS for s in self.selectors) and not self.budgets:
+                raise ValueError("give at least one budget for the selectors other than none/full")
+        for b in self.budgets:
+            check_budget(self.budget_kind, b)
+        self.budgets = sorted(set(self.budgets))
+        if self.granularity not in GRANULARITIES:
+            raise ValueError(f"unknown granularity {self.granularity!r}; expected one of {GRANULARITIES}")
+        if self.selfinfo_reduce not in ("sum", "mean"):
+            raise ValueError(f"selfinfo_reduce must be 'sum' or 'mean', got {self.selfinfo_reduce!r}")
+        for name in ("reason_tokens", "answer_tokens", "large_reason_tokens", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be >= 1, got {self.limit}")
+        if not math.isfinite(self.gain_min_nats) or self.gain_min_nats <= 0:
+            raise ValueError(f"gain_min_nats must be > 0, got {self.gain_min_nats}")
+        small_tokenizer = self.small_endpoint is not None and self.small_endpoint.tokenizer is not None
+        if self.needs_small and (not self.small or not str(self.small).strip()) and not small_tokenizer:
+            raise ValueError("--small is required for the small_reasoning and relay conditions")
+
+    @property
+    def needs_small(self) -> bool:
+        return "small_reasoning" in self.conditions or "relay" in self.conditions
+
+    def relay_config(self, selector: str, gate: str, budget: float | None) -> RelayConfig:
+        """The relay's config for one grid cell (gold answers always scored)."""
+        return RelayConfig(
+            selector=selector,
+            budget=1.0 if budget is None else budget,
+            budget_kind="ratio" if budget is None else self.budget_kind,
+            gate=gate,
+            tau=self.tau,
+            granularity=self.granularity,
+            force_numbers=self.force_numbers,
+            force_last=self.force_last,
+            reason_tokens=self.reason_tokens,
+            answer_tokens=self.answer_tokens,
+            batch_size=self.batch_size,
+            parallel=self.parallel,
+            dtype=self.dtype,
+            device=self.device,
+            seed=self.seed,
+            selfinfo_reduce=self.selfinfo_reduce,
+            score_gold=True,
+        )
+
+
+def _unique(values: Sequence, what: str) -> list:
+    values = list(values or [])
+    dupes = sorted({str(v) for v in values if values.count(v) > 1})
+    if dupes:
+        raise ValueError(f"{what} lists {dupes} more than once")
+    return values
+
+
+# --------------------------------------------------------------------------- the grid
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One row of the results: what answered, and for the relay with which selector, budget, gate."""
+
+    kind: str
+    """large_direct, large_reasoning, small_reasoning, or relay."""
+    selector: str | None = None
+    """The selector as configured (baseline name or checkpoint folder)."""
+    label: str | None = None
+    """Short selector name for tables (a checkpoint's folder name)."""
+    budget: float | None = None
+    gate: str | None = None
+    budget_kind: str = "ratio"
+
+    @property
+    def id(self) -> str:
+        if self.kind != "relay":
+            return self.kind
+        budget = "" if self.budget is None else f"@{self.budget:g}"
+        return f"relay:{self.label}{budget}:{self.gate}"
+
+    @property
+    def title(self) -> str:
+        if self.kind != "relay":
+            return self.kind.replace("_", " ")
+        if self.budget is None:
+            return f"relay {self.label} ({self.gate})"
+        budget = (
+            f"{self.budget:.0%}" if self.budget_kind == "ratio" else f"{self.budget_kind} {self.budget:g}"
+        )
+        return f"relay {self.label} @ {budget} ({self.gate})"
+
+
+def selector_labels(selectors: Sequence[str]) -> dict[str, str]:
+    """Short unique names: baselines by name, checkpoints by folder name (the path when they clash)."""
+    labels = {}
+    for s in selectors:
+        labels[s] = s if s in BASELINES else Path(s).name or s
+    counts = Counter(labels.values())
+    return {
+        s: (s if counts[lab] > 1 or (lab in BASELINES and s not in BASELINES) else lab)
+        for s, lab in labels.items()
+    }
+
+
+def build_grid(config: EvalConfig) -> list[Condition]:
+    """The conditions in table order: baselines of the models, then the relay grid."""
+    grid = [
+        Condition(kind)
+        for kind in ("large_direct", "large_reasoning", "small_reasoning")
+        if kind in config.conditions
+    ]
+    if "relay" in config.conditions:
+        labels = selector_labels(config.selectors)
+        for gate in config.gates:
+            for s in config.selectors:
+                budgets = [None] if s in FIXED_SELECTORS else config.budgets
+                grid += [Condition("relay", s, labels[s], b, gate, config.budget_kind) for b in budgets]
+    return grid

@@ -1,0 +1,34 @@
+"""The trained selector: a lightweight network that scores reasoning units, and its checkpoint format.
+
+Two backbones behind one interface (``ScorerConfig.backbone``):
+
+- ``hidden``: the small model's hidden states of each unit's tokens (one layer, pooled), plus
+  self-information, position and lexical flags (``selector.features``), through a small
+  transformer or MLP head over the units. The hidden states of reasoning tokens were computed
+  with the question in context, so the scores are question-aware; nearly free at inference, tied
+  to one small model (hidden size, vocabulary, layer).
+- ``encoder``: a pretrained text encoder (BERT/MiniLM family) reads ``question [SEP] reasoning``
+  (so it sees the question), LoRA-tuned through peft; its token representations are pooled to units
+  by character offsets and scored by the same head. Portable across model pairs.
+
+Release format (``save_pretrained`` / ``from_pretrained``): a folder with ``config.json``,
+``model.safetensors`` (the head; never a pickle), for ``encoder`` the peft adapter files
+(``adapter_config.json`` + ``adapter_model.safetensors``; the base encoder is referenced by path
+or hub id in config.json), and a generated ``README.md`` model card.
+"""
+
+from .checkpoint import SelectorCheckpoint, model_card
+from .config import CHECKPOINT_FORMAT, CheckpointError, IncompatibleSelectorError, ScorerConfig
+from .model import TokenSelector
+from .network import UnitScorerNet
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CheckpointError",
+    "IncompatibleSelectorError",
+    "ScorerConfig",
+    "SelectorCheckpoint",
+    "TokenSelector",
+    "UnitScorerNet",
+    "model_card",
+]

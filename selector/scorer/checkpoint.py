@@ -1,15 +1,17 @@
 """The selector's release folder: ``config.json`` + ``model.safetensors`` (+ peft adapter files) +
-a ``README.md`` model card; strict loading from a folder or hub id, and upload to a hub."""
+a ``README.md`` model card (a hub ``ModelCard``); strict loading from a folder or hub id, and upload to
+a hub, through huggingface_hub's ``ModelHubMixin``."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from huggingface_hub import ModelCard, ModelHubMixin
 
 from .config import (
     ADAPTER_CONFIG_FILE,
@@ -28,18 +30,33 @@ if TYPE_CHECKING:
 __all__ = ["SelectorCheckpoint", "model_card"]
 
 
-class SelectorCheckpoint:
-    """Mixin of ``TokenSelector``: save, load and upload its release folder (needs ``config``,
-    ``card`` and ``net``)."""
+class SelectorCheckpoint(
+    ModelHubMixin,
+    library_name="tokenrelay",
+    tags=["tokenrelay", "reasoning-selector", "token-selection"],
+):
+    """Base of ``TokenSelector``: its release folder through huggingface_hub's ``ModelHubMixin``
+    (``save_pretrained``, ``from_pretrained`` from a folder or hub id, ``push_to_hub``), with the
+    strict checks of a TokenRelay checkpoint: the format tag, every tensor present and no other,
+    equal shapes, LoRA settings that match. The model card is a ``ModelCard`` (``generate_model_card``).
+    Needs ``config``, ``card`` and ``net`` from the selector."""
 
-    def save_pretrained(self, save_directory: str | os.PathLike, card: dict | None = None) -> Path:
-        """Write the release folder: config.json, model.safetensors (+ adapter files), README.md."""
+    def save_pretrained(
+        self, save_directory: str | os.PathLike, card: dict | None = None, **hub_kwargs
+    ) -> Path:
+        """Write the release folder: config.json, model.safetensors (+ adapter files), README.md.
+
+        ``card`` adds entries to the model card; ``hub_kwargs`` go to ``ModelHubMixin.save_pretrained``
+        (``push_to_hub=True, repo_id=...`` also uploads it). Returns the folder."""
+        if card:
+            self.card.update(card)
+        super().save_pretrained(save_directory, **hub_kwargs)
+        return Path(save_directory)
+
+    def _save_pretrained(self, save_directory: Path) -> None:
         from safetensors.torch import save_file
 
         out = Path(save_directory)
-        out.mkdir(parents=True, exist_ok=True)
-        if card:
-            self.card.update(card)
         head = {
             k: v.detach().cpu().contiguous()
             for k, v in self.net.state_dict().items()
@@ -50,24 +67,54 @@ class SelectorCheckpoint:
         save_file(head, str(out / WEIGHTS_FILE), metadata={"format": CHECKPOINT_FORMAT})
         config = {"format": CHECKPOINT_FORMAT, "scorer": asdict(self.config), "card": self.card}
         (out / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=False) + "\n")
-        (out / CARD_FILE).write_text(model_card(self.config, self.card))  # replaces peft's stub card
-        return out
+        self.generate_model_card().save(out / CARD_FILE)  # replaces peft's stub card
+
+    def generate_model_card(self, *args, **kwargs) -> ModelCard:
+        """The README.md of a release folder (``model_card``) as a hub ``ModelCard``."""
+        return ModelCard(model_card(self.config, self.card))
 
     @classmethod
     def from_pretrained(
-        cls, name_or_path: str | os.PathLike, *, device: str = "cpu", encoder: str | None = None
+        cls,
+        pretrained_model_name_or_path: str | os.PathLike,
+        *,
+        device: str = "cpu",
+        encoder: str | None = None,
+        revision: str | None = None,
+        token: str | bool | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        force_download: bool = False,
+        local_files_only: bool = False,
     ) -> TokenSelector:
         """Load a release folder or hub id strictly (every tensor present, no extra, shapes equal).
 
-        ``encoder`` overrides where the base encoder is found (if it moved since training).
+        ``encoder`` overrides where the base encoder is found (if it moved since training). A hub id
+        is downloaded whole first (``snapshot_download``), so a missing repository or an offline
+        machine is one clear ``FileNotFoundError``.
         """
+        folder = _resolve_checkpoint(
+            pretrained_model_name_or_path,
+            revision=revision,
+            token=token,
+            cache_dir=cache_dir,
+            force_download=force_download,
+            local_files_only=local_files_only,
+        )
+        if not (folder / CONFIG_FILE).is_file():  # before the mixin, which only warns
+            raise CheckpointError(f"selector checkpoint {str(folder)!r} is missing {CONFIG_FILE}")
+        return super().from_pretrained(folder, device=device, encoder=encoder)
+
+    @classmethod
+    def _from_pretrained(
+        cls, *, model_id: str, device: str = "cpu", encoder: str | None = None, **unused
+    ) -> TokenSelector:
+        """The mixin's hook: ``model_id`` is the local folder ``from_pretrained`` resolved. The config
+        the mixin read is not trusted as is: ``config.json`` is parsed and checked here."""
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        folder = _resolve_checkpoint(name_or_path)
+        folder = Path(model_id)
         config_path = folder / CONFIG_FILE
-        if not config_path.is_file():
-            raise CheckpointError(f"selector checkpoint {str(folder)!r} is missing {CONFIG_FILE}")
         try:
             raw = json.loads(config_path.read_text())
         except json.JSONDecodeError as err:
@@ -119,29 +166,16 @@ class SelectorCheckpoint:
         if getattr(result, "unexpected_keys", None):
             raise CheckpointError(f"{path}: unexpected tensors {sorted(result.unexpected_keys)[:5]}")
 
-    def push_to_hub(
-        self,
-        repo_id: str,
-        *,
-        private: bool | None = None,
-        token: str | None = None,
-        commit_message: str | None = None,
-    ):
-        """Upload the release folder to a model hub repository (created if needed)."""
-        from huggingface_hub import HfApi
-
-        api = HfApi(token=token)
-        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
-        with tempfile.TemporaryDirectory() as tmp:
-            self.save_pretrained(tmp)
-            return api.upload_folder(
-                repo_id=repo_id,
-                folder_path=tmp,
-                commit_message=commit_message or "Upload TokenRelay selector",
-            )
+    def push_to_hub(self, repo_id: str, *, commit_message: str | None = None, **hub_kwargs):
+        """Upload the release folder to a model hub repository (created if needed); ``hub_kwargs``
+        (``private``, ``token``, ``branch``, ``create_pr``...) go to ``ModelHubMixin.push_to_hub``."""
+        return super().push_to_hub(
+            repo_id, commit_message=commit_message or "Upload TokenRelay selector", **hub_kwargs
+        )
 
 
-def _resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
+def _resolve_checkpoint(name_or_path: str | os.PathLike, **hub_kwargs) -> Path:
+    """A local folder as is; a hub id downloaded whole (``snapshot_download``); else a clear error."""
     path = Path(name_or_path).expanduser()
     if path.exists():
         if not path.is_dir():
@@ -153,7 +187,7 @@ def _resolve_checkpoint(name_or_path: str | os.PathLike) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(text, repo_type="model"))
+        return Path(snapshot_download(text, repo_type="model", **hub_kwargs))
     except Exception as err:  # hub errors come in many types; all mean "not available"
         raise FileNotFoundError(
             f"selector checkpoint {text!r} is not a local folder and the hub could not provide it ({err})"

@@ -55,14 +55,24 @@ def _parse_config(pairs: list[str]) -> dict[str, Any]:
 
 
 def reasoning_gym_rows(
-    task: str, n: int, seed: int = 0, offset: int = 0, config: dict[str, Any] | None = None
+    task: str,
+    n: int,
+    seed: int = 0,
+    offset: int = 0,
+    config: dict[str, Any] | None = None,
+    tag: str | None = None,
 ) -> list[dict[str, Any]]:
     """Rows {id, question, answer, task[, solution]} for items offset..offset+n-1 of a seeded task.
 
     Items depend only on (seed, index), so different offsets give disjoint, stable splits. Different
     seeds do not: reasoning-gym seeds item i with seed + i, so item i of seed s is item i - 1 of seed
     s + 1 (a training set drawn with seed 2 holds most of an evaluation set drawn with seed 1).
+    ``tag`` names a task setting in the ids (``{task}_{tag}-{seed}-{index}``): the same (seed, index)
+    under other options is another problem, and per-task figures group ids by what precedes
+    ``-{seed}-{index}``.
     """
+    if tag is not None and (not tag or not all(c.isalnum() or c == "_" for c in tag)):
+        raise SystemExit(f"--tag takes letters, digits and '_' only, got {tag!r}")
     rg, registry = _import_reasoning_gym()
     if task not in registry:
         raise SystemExit(f"unknown reasoning-gym task {task!r}; see `list-tasks`")
@@ -75,7 +85,7 @@ def reasoning_gym_rows(
                 f"task {task!r} has no single gold answer (it is scored by a checker); pick another task"
             )
         row = {
-            "id": f"{task}-{seed}-{index}",
+            "id": f"{task}{'_' + tag if tag else ''}-{seed}-{index}",
             "question": item["question"],
             "answer": str(item["answer"]),
             "task": task,
@@ -134,6 +144,41 @@ def easy_vqa_rows(
     return rows
 
 
+def _question_texts(paths: list[Path]) -> set[str]:
+    texts = set()
+    for path in paths:
+        if not path.is_file():
+            raise SystemExit(f"--exclude: no such file {str(path)!r}")
+        with path.open(encoding="utf-8") as fh:
+            for k, line in enumerate(fh, 1):
+                if line.strip():
+                    try:
+                        texts.add(json.loads(line)["question"])
+                    except (json.JSONDecodeError, KeyError, TypeError):
+                        raise SystemExit(
+                            f"--exclude: {path}:{k} is not a JSON row with a 'question'"
+                        ) from None
+    return texts
+
+
+def filter_rows(
+    rows: list[dict[str, Any]], exclude: set[str] = frozenset(), unique_text: bool = False
+) -> tuple[list[dict[str, Any]], int, int]:
+    """Drop rows whose question text is in ``exclude`` (e.g. an evaluation set: reasoning-gym tasks
+    with few templates repeat texts across indices, so disjoint ids do not mean disjoint problems)
+    and, with ``unique_text``, later repeats of a text. Returns (kept, excluded, repeats dropped)."""
+    kept, seen, excluded, repeats = [], set(), 0, 0
+    for row in rows:
+        if row["question"] in exclude:
+            excluded += 1
+        elif unique_text and row["question"] in seen:
+            repeats += 1
+        else:
+            seen.add(row["question"])
+            kept.append(row)
+    return kept, excluded, repeats
+
+
 def write_rows(rows: list[dict[str, Any]], path: Path) -> None:
     """Write rows as JSON lines (creating the folder), and warn about repeated questions."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -162,6 +207,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rg.add_argument("--offset", type=int, default=0, help="first item index; use for disjoint splits")
     rg.add_argument("--config", action="append", default=[], metavar="KEY=VALUE", help="task option")
+    rg.add_argument(
+        "--tag",
+        default=None,
+        help="name of this task setting, put in every id ({task}_{tag}-{seed}-{index}); use it when "
+        "--config changes the problems, so that two settings never share ids",
+    )
+    rg.add_argument(
+        "--exclude",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="JSONL",
+        help="drop problems whose question text is in this file (repeatable): training sets disjoint "
+        "by text from an evaluation set",
+    )
+    rg.add_argument("--unique-text", action="store_true", help="keep the first of repeated question texts")
     rg.add_argument("--out", type=Path, required=True, help="output .jsonl file")
 
     vqa = sub.add_parser("easy-vqa", help="export easy-vqa image questions")
@@ -184,7 +245,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.n < 0 or args.offset < 0:
         raise SystemExit("--n and --offset must be >= 0")
     if args.command == "reasoning-gym":
-        rows = reasoning_gym_rows(args.task, args.n, args.seed, args.offset, _parse_config(args.config))
+        rows = reasoning_gym_rows(
+            args.task, args.n, args.seed, args.offset, _parse_config(args.config), tag=args.tag
+        )
+        rows, excluded, repeats = filter_rows(rows, _question_texts(args.exclude), args.unique_text)
+        if excluded or repeats:
+            print(f"dropped {excluded} problem(s) found in --exclude files, {repeats} repeated text(s)")
         out = args.out
     else:
         rows = easy_vqa_rows(args.split, args.n, args.out, args.offset, args.with_choices)

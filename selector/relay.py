@@ -300,7 +300,8 @@ class Relay:
         """Run ``fn`` in this worker with its own torch thread count (and CUDA stream on a GPU)."""
         torch.get_num_threads()  # a thread's first torch call resets its count from the global one
         torch.set_num_threads(threads)
-        if agent is None or agent.device.type != "cuda":
+        device = getattr(agent, "device", None)  # a RemoteAgent has none: its engine runs elsewhere
+        if device is None or device.type != "cuda":
             return fn(*args)
         stream = torch.cuda.Stream(device=agent.device)
         with torch.cuda.stream(stream):

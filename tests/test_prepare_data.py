@@ -49,3 +49,31 @@ def test_nearby_seeds_share_items_as_the_help_warns():
     a = reasoning_gym_rows("simple_equations", 3, seed=1)
     b = reasoning_gym_rows("simple_equations", 3, seed=2)
     assert [r["question"] for r in a[1:]] == [r["question"] for r in b[:2]]  # why splits use --offset
+
+
+def test_tag_exclude_and_unique_text_make_text_disjoint_splits(tmp_path, capsys):
+    # coin_flip has few templates: ids differ, texts repeat, so splits must be disjoint by text
+    evaluation, train = tmp_path / "eval.jsonl", tmp_path / "train.jsonl"
+    base = ["reasoning-gym", "--task", "coin_flip", "--seed", "1", "--config", "max_trials=3"]
+    main([*base, "--n", "8", "--tag", "t3", "--out", str(evaluation)])
+    main(
+        [
+            *base,
+            "--n",
+            "40",
+            "--offset",
+            "8",
+            "--tag",
+            "t3",
+            "--exclude",
+            str(evaluation),
+            "--unique-text",
+            "--out",
+            str(train),
+        ]
+    )
+    ev, tr = load_examples(evaluation), load_examples(train)
+    assert ev[0].id == "coin_flip_t3-1-0" and tr and all(e.id.startswith("coin_flip_t3-1-") for e in tr)
+    assert not {e.question for e in ev} & {e.question for e in tr}
+    assert len({e.question for e in tr}) == len(tr)
+    assert "dropped" in capsys.readouterr().out

@@ -97,6 +97,14 @@ def test_relay_over_remote_models_equals_in_process(remote, local, one_thread):
     with pytest.raises(ValueError, match="hidden states"):
         remote.generate(["x"], hidden_layer=-1)
 
+    # the scale-out case: the large model behind an engine, the small one here, run concurrently
+    concurrent = RelayConfig(**{**vars(config), "gate": "agreement", "concurrent": True})
+    want = Relay(local, local, "selfinfo", RelayConfig(**{**vars(config), "gate": "agreement"})).run(
+        examples, progress=False
+    )
+    got = Relay(remote, local, "selfinfo", concurrent).run(examples, progress=False)
+    assert [(g.path, g.answer) for g in got] == [(w.path, w.answer) for w in want]
+
 
 def test_engine_refuses_what_it_cannot_do(engine, remote):
     client = openai.OpenAI(base_url=engine, api_key="EMPTY", max_retries=0)

@@ -164,3 +164,46 @@ def test_cli_reports_bad_data(tmp_path, capsys):
                      "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.accelerator", "cpu"])  # fmt: skip
     assert rc == 2
     assert "do not exist" in capsys.readouterr().err
+
+
+def test_task_of_reads_prepare_data_ids():
+    from training.datamodule import task_of
+
+    assert task_of("simple_equations-1-104") == "simple_equations"
+    assert task_of("simple_equations_t2v100-1-7") == "simple_equations_t2v100"
+    assert task_of("17") is None and task_of("a-b") is None
+
+
+def test_cli_trains_on_a_task_mixture_and_reports_each_task(tmp_path, small_tok, tiny_lm_dir):
+    """Two label folders (two tasks) train one selector; the card holds validation figures per task."""
+    sources = []
+    for task, seed in (("taska", 0), ("taskb", 1)):
+        records = synthetic_records(small_tok, 16, hidden=32, model=str(tiny_lm_dir), seed=seed)
+        for k, r in enumerate(records):
+            r["id"] = f"{task}-0-{k}"
+        sources.append(str(_write(tmp_path / task, records)))
+    root = tmp_path / "run"
+    args = [
+        "train", "--config", str(CONFIGS / "train.yaml"),
+        "--data.data", f"[{sources[0]}, {sources[1]}]",
+        "--data.small_model", str(tiny_lm_dir),
+        "--data.val_fraction", "0.4",
+        "--model.scorer.d_model", "32",
+        "--trainer.default_root_dir", str(root),
+        "--trainer.accelerator", "cpu",
+        "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false",
+        "--trainer.max_steps", "2",
+    ]  # fmt: skip
+    assert tokenrelay(args) == 0
+    card = json.loads((root / "selector" / "config.json").read_text())["card"]
+    assert card["tasks"] == {"taska": 16, "taskb": 16} and card["data"] == sources
+    for task in ("taska", "taskb"):
+        assert card["metrics"][f"task/{task}/n"] >= 1
+        assert -1 <= card["metrics"][f"task/{task}/spearman"] <= 1
+    assert "task/taskb/spearman" in (root / "selector" / "README.md").read_text()
+
+    # the same trace twice (one folder given twice) is refused with a clear message
+    bad = ["train", *args[1:4], f"[{sources[0]}, {sources[0]}]", *args[5:]]
+    bad[bad.index("--trainer.default_root_dir") + 1] = str(tmp_path / "run2")
+    assert tokenrelay(bad) == 2

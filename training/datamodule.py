@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import math
 import warnings
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +27,15 @@ from selector.data import DataError
 from selector.progress import progress_bar
 from selector.reasoning import ReasoningView, view_from_trace
 
-__all__ = ["LabelledTrace", "TraceBatch", "TraceDataModule", "load_labelled", "split_of"]
+__all__ = [
+    "LabelledTrace",
+    "TraceBatch",
+    "TraceDataModule",
+    "load_labelled",
+    "load_sources",
+    "split_of",
+    "task_of",
+]
 
 LABEL_FIELDS = ("labels", "unit_starts", "unit_ends")
 
@@ -64,6 +74,42 @@ def load_labelled(source: str):
     return datasets.load_dataset(kind, data_files=str(path), split="train")
 
 
+def load_sources(sources: str | Sequence[str]):
+    """One or several labelled-trace sources as one ``datasets.Dataset`` (a mixture of tasks)."""
+    import datasets
+
+    if isinstance(sources, (str, Path)):
+        return load_labelled(str(sources))
+    if not sources:
+        raise DataError("data: no labelled-trace source given")
+    parts = [load_labelled(str(s)) for s in sources]
+    first = parts[0]
+    for source, part in zip(sources[1:], parts[1:]):
+        if set(part.column_names) != set(first.column_names):
+            raise DataError(
+                f"{source!r} and {sources[0]!r} have different columns "
+                f"({sorted(set(part.column_names) ^ set(first.column_names))}): label them with one job config"
+            )
+    try:
+        merged = datasets.concatenate_datasets(
+            [p if p.features == first.features else p.cast(first.features) for p in parts]
+        )
+    except (ValueError, TypeError) as err:
+        raise DataError(f"labelled-trace sources {list(sources)} do not fit together: {err}") from None
+    ids = merged["id"] if "id" in merged.column_names else []
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})[:3]
+        raise DataError(f"trace ids repeat across the data sources (e.g. {dup}): each trace once")
+    return merged
+
+
+def task_of(trace_id: str) -> str | None:
+    """The task (setting) of a ``{task}-{seed}-{index}`` id, as scripts/prepare_data writes them; None else."""
+    head, _, rest = str(trace_id).rpartition("-")
+    task, _, seed = head.rpartition("-")
+    return task if task and seed.isdigit() and rest.isdigit() else None
+
+
 def split_of(trace_id: str, val_fraction: float, seed: int = 0) -> str:
     """'val' or 'train', stable per id (a trace keeps its split when the data set grows)."""
     return "val" if _unit_hash(trace_id, seed) < val_fraction else "train"
@@ -79,7 +125,7 @@ class TraceDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        data: str,
+        data: str | list[str],
         small_model: str | None = None,
         val_fraction: float = 0.1,
         split_seed: int = 0,
@@ -90,7 +136,8 @@ class TraceDataModule(L.LightningDataModule):
     ):
         """
         Args:
-            data: Labelled traces: a `tokenrelay label` output folder, a save_to_disk folder, or a JSONL/Parquet file.
+            data: Labelled traces: a `tokenrelay label` output folder, a save_to_disk folder, or a JSONL/Parquet
+                file; or a list of them (a mixture of tasks; trace ids must not repeat).
             small_model: The small model whose tokenizer cuts token spans (null: the traces' `model` field).
             val_fraction: Share of trace ids held out for validation (at least one trace is).
             split_seed: Seed of the id hash that splits train / val.
@@ -143,7 +190,7 @@ class TraceDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_items is not None:
             return
-        records = load_labelled(self.data)
+        records = load_sources(self.data)
         if self.limit is not None:
             records = records.select(range(min(self.limit, len(records))))
         if len(records) == 0:
@@ -195,7 +242,10 @@ class TraceDataModule(L.LightningDataModule):
         stats.update(train=len(train), val=len(val), skipped=skipped)
         self.stats = stats
         self.info = {
-            "data": str(self.data),
+            "data": str(self.data) if isinstance(self.data, str) else [str(d) for d in self.data],
+            "tasks": dict(sorted(Counter(t for t in map(task_of, records["id"]) if t).items()))
+            if "id" in records.column_names
+            else None,
             "granularity": _single(granularities),
             "label_method": _single(methods),
             "labeler_model": _single(labelers),

@@ -32,7 +32,7 @@ from torchmetrics.functional.retrieval import retrieval_normalized_dcg
 from selector.scorer import IncompatibleSelectorError, ScorerConfig, TokenSelector
 from selector.selection import Budget, select_units
 
-from .datamodule import LabelledTrace, TraceBatch
+from .datamodule import LabelledTrace, TraceBatch, task_of
 
 __all__ = ["LOSSES", "SelectorModule", "bce_top_q_loss", "listwise_loss", "pairwise_loss", "top_q_targets"]
 
@@ -149,6 +149,7 @@ class SelectorModule(L.LightningModule):
             "ndcg": f"val/ndcg@{ndcg_k}",
             "auroc": f"val/auroc_top{q}",
         }
+        self._task_sums: dict[str, dict[str, list[float]]] = {}
         self.val_means = nn.ModuleDict({k: MeanMetric() for k in ("loss", "spearman", "ndcg", "auroc")})
         self.gain_sums = nn.ModuleDict()
         for b in budgets:
@@ -213,7 +214,13 @@ class SelectorModule(L.LightningModule):
             labels[i, : len(it.labels)] = torch.tensor(it.labels)
         tensors["labels"] = labels
         meta = [
-            {"labels": it.labels, "token_counts": it.token_counts, "f_all": it.f_all, "f_none": it.f_none}
+            {
+                "labels": it.labels,
+                "token_counts": it.token_counts,
+                "f_all": it.f_all,
+                "f_none": it.f_none,
+                "task": task_of(it.id),
+            }
             for it in items
         ]
         return {"inputs": tensors, "meta": meta}
@@ -246,7 +253,10 @@ class SelectorModule(L.LightningModule):
             n = len(meta["labels"])
             s = scores[row, :n].float()
             y = inputs["labels"][row, :n].float()
-            self.val_means["spearman"].update(spearman_corrcoef(s, y))
+            rho = spearman_corrcoef(s, y)
+            self.val_means["spearman"].update(rho)
+            if meta["task"] is not None:
+                self._task_sums.setdefault(meta["task"], {}).setdefault("spearman", []).append(float(rho))
             self.val_means["ndcg"].update(retrieval_normalized_dcg(s, y - y.min(), top_k=self.ndcg_k))
             self.val_means["auroc"].update(binary_auroc(s, top[row, :n].long()))
             self._update_gain(s.tolist(), meta)
@@ -268,6 +278,10 @@ class SelectorModule(L.LightningModule):
             if full > self.min_gain:
                 self.gain_sums[f"sel_helped_{key}"].update(torch.tensor(gain))
                 self.gain_sums[f"full_helped_{key}"].update(torch.tensor(full))
+                if meta["task"] is not None:
+                    sums = self._task_sums.setdefault(meta["task"], {})
+                    sums.setdefault(f"sel_{key}", []).append(gain)
+                    sums.setdefault(f"full_{key}", []).append(full)
 
     def on_validation_epoch_end(self) -> None:
         logged = {"val/loss": self.val_means["loss"]}
@@ -291,6 +305,24 @@ class SelectorModule(L.LightningModule):
             self.log(f"val/gain_recovered@{b:g}", sel_h / full_h if full_h > 0 else nan)
             for part in ("sel", "oracle", "sel_helped", "full_helped"):
                 self.gain_sums[f"{part}_{key}"].reset()
+        self._log_per_task()
+
+    def _log_per_task(self) -> None:
+        """Validation figures per task (ids ``{task}-{seed}-{index}``) when the data mix several tasks:
+        a mixture's mean can hide a task the selector fails on. Summed on this process's share."""
+        sums, self._task_sums = self._task_sums, {}
+        if len(sums) < 2:
+            return
+        for task, parts in sorted(sums.items()):
+            rhos = parts.get("spearman", [])
+            self.log(f"val/task/{task}/n", float(len(rhos)), sync_dist=False)
+            if rhos:
+                self.log(f"val/task/{task}/spearman", sum(rhos) / len(rhos))
+            for b in self.budgets:
+                key = _budget_key(b)
+                full = sum(parts.get(f"full_{key}", []))
+                if full > 0:
+                    self.log(f"val/task/{task}/gain_recovered@{b:g}", sum(parts[f"sel_{key}"]) / full)
 
     # ------------------------------------------------------------------ optimisation & checkpoints
     def configure_optimizers(self):

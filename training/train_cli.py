@@ -139,8 +139,10 @@ class TrainCLI(LightningCLI):
         from selector.shards import OutputLock
 
         config = self.config
-        if not Path(config.data.data).expanduser().exists():  # before any lock, folder or Trainer
-            raise UsageError(f"labelled traces {config.data.data!r} do not exist (--data.data)")
+        sources = [config.data.data] if isinstance(config.data.data, str) else list(config.data.data)
+        for source in sources:  # before any lock, folder or Trainer
+            if not Path(source).expanduser().exists():
+                raise UsageError(f"labelled traces {source!r} do not exist (--data.data)")
         root = Path(config.trainer.default_root_dir or os.getcwd())
         release = Path(config.release.dirpath) if config.release.dirpath else root / "selector"
         outside = not _inside(release, root)

@@ -239,7 +239,9 @@ def plot_latency(result: dict, path: Path) -> None:
     for i, r in enumerate(rows):
         if i in front or r["kind"] != "relay":
             ax.annotate(r["title"], points[i], fontsize=7, xytext=(4, 4), textcoords="offset points")
-    ax.set_xlabel("end-to-end latency (mean seconds per question)")
+    batch = (result.get("config") or {}).get("batch_size", 1)
+    per = "per question" if batch == 1 else f"per question; batches of {batch} count their wall time"
+    ax.set_xlabel(f"end-to-end latency (mean seconds {per})")
     ax.set_ylabel("accuracy")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(f"accuracy vs latency ({result['questions']} questions)")

@@ -1,0 +1,178 @@
+"""One table for several `tokenrelay eval` runs (one per task): each trained selector against the best
+heuristic, per task and pooled over every problem, with paired statistics.
+
+    python -m scripts.summarize_evals se3=runs/eval_se3 geometry=runs/eval_geo coin=runs/eval_coin \\
+        --out docs/results/selector_tasks/summary
+
+Per run it reads ``results.json`` (condition rows) and ``records.jsonl`` (per-problem gold log-prob,
+correctness and leakage) and reports, for every trained selector at each budget and gate: accuracy,
+leakage, mean gold log-prob, and the paired comparison (mean per-problem difference, bootstrap 95%
+interval, wins/losses/ties, n) of gold log-prob and of gain recovered against the best heuristic at
+the same budget and gate. The pooled row joins every run's problems and chooses the best heuristic
+again on them (a choice made with hindsight, which favours the heuristic). Writes summary.md and
+summary.json into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from selector.eval_paired import NOT_CANDIDATES, paired_vs_references
+
+
+def load_run(path: Path) -> tuple[dict, dict[str, list[dict]]]:
+    """``results.json`` and the per-problem records grouped by condition (in problem order)."""
+    results_file, records_file = path / "results.json", path / "records.jsonl"
+    for f in (results_file, records_file):
+        if not f.is_file():
+            raise SystemExit(f"{path}: no {f.name} (not a finished `tokenrelay eval` output folder)")
+    result = json.loads(results_file.read_text())
+    by_condition: dict[str, list[dict]] = defaultdict(list)
+    with records_file.open(encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                rec = json.loads(line)
+                by_condition[rec["condition"]].append(rec)
+    return result, dict(by_condition)
+
+
+def _mean(values) -> float | None:
+    known = [float(v) for v in values if v is not None]
+    return statistics.fmean(known) if known else None
+
+
+def _paired(rows: list[dict], records: dict[str, list[dict]], gain_min_nats: float) -> list[dict]:
+    conditions = [r for r in rows if r["condition"] in records]
+    first = records[conditions[0]["condition"]]
+    return paired_vs_references(
+        conditions,
+        {c["condition"]: [r.get("gold_logprob") for r in records[c["condition"]]] for c in conditions},
+        [r["f_none"] for r in first],
+        [r.get("f_all") for r in first],
+        gain_min_nats=gain_min_nats,
+    )
+
+
+def summarize(runs: dict[str, Path]) -> dict:
+    """Per-task and pooled rows for every trained selector condition found in all runs."""
+    loaded = {name: load_run(path) for name, path in runs.items()}
+    gain_min = {r["gain_min_nats"] for r, _ in loaded.values()}
+    if len(gain_min) != 1:
+        raise SystemExit(f"the runs use different gain_min_nats {sorted(gain_min)}: summarize like with like")
+    gain_min_nats = gain_min.pop()
+    common = set.intersection(*({row["condition"] for row in r["rows"]} for r, _ in loaded.values()))
+    first_rows = next(iter(loaded.values()))[0]["rows"]
+    rows = [r for r in first_rows if r["condition"] in common]
+    candidates = [r for r in rows if r["kind"] == "relay" and r["selector"] not in NOT_CANDIDATES]
+    if not candidates:
+        raise SystemExit("no trained selector condition common to every run")
+
+    def row_for(task: str, records: dict[str, list[dict]], paired: list[dict], full_helps: int) -> list[dict]:
+        out = []
+        for cand in candidates:
+            recs = records[cand["condition"]]
+            vs = next(
+                (
+                    p
+                    for p in paired
+                    if p["condition"] == cand["condition"] and p["reference"] == "best heuristic"
+                ),
+                None,
+            )
+            out.append(
+                {
+                    "task": task,
+                    "condition": cand["condition"],
+                    "n": len(recs),
+                    "full_helps": full_helps,
+                    "accuracy": _mean(r.get("correct") for r in recs),
+                    "leakage": _mean(r.get("leaked") for r in recs),
+                    "gold_logprob": _mean(r.get("gold_logprob") for r in recs),
+                    "best_heuristic": vs and (vs["reference_logprob"], vs.get("reference_gain")),
+                    "vs_best_logprob": vs and vs["gold_logprob"],
+                    "vs_best_gain": vs and vs.get("gain_recovered"),
+                }
+            )
+        return out
+
+    table, pooled = [], defaultdict(list)
+    for task, (result, records) in loaded.items():
+        table += row_for(task, records, result["paired"], result["full_helps"])
+        for cond in common:
+            pooled[cond] += records[cond]
+    for cond, recs in pooled.items():  # problem ids must stay unique once pooled
+        ids = [r.get("id") for r in recs]
+        if len(set(ids)) != len(ids):
+            raise SystemExit(
+                f"problem ids repeat across the runs (condition {cond}): pool distinct problems only"
+            )
+    full_helps = sum(r["full_helps"] for r, _ in loaded.values())
+    table += row_for("pooled", pooled, _paired(rows, pooled, gain_min_nats), full_helps)
+    return {"runs": {k: str(v) for k, v in runs.items()}, "gain_min_nats": gain_min_nats, "rows": table}
+
+
+def _pct(v) -> str:
+    return "" if v is None else f"{100 * v:.1f}%"
+
+
+def _cmp(stats) -> str:
+    if not stats or stats["mean_diff"] is None:
+        return "| | |"
+    return (
+        f"| {stats['mean_diff']:+.3f} [{stats['ci_low']:+.3f}, {stats['ci_high']:+.3f}] "
+        f"| {stats['wins']}/{stats['losses']}/{stats['ties']} (n={stats['n']}) |"
+    )
+
+
+def markdown(summary: dict) -> str:
+    head = (
+        "| task | condition | n | full helps | accuracy | leakage | gold log-prob | best heuristic (lp / gain) "
+        "| Δ log-prob vs best [95% CI] | W/L/T | Δ gain recovered vs best [95% CI] | W/L/T |\n|"
+        + " --- |"
+        * 12
+    )
+    lines = [head]
+    for r in summary["rows"]:
+        best = r["best_heuristic"]
+        best_text = f"{best[0]} / {best[1]}" if best and best[1] else (best[0] if best else "")
+        lp = "" if r["gold_logprob"] is None else f"{r['gold_logprob']:.2f}"
+        lines.append(
+            f"| {r['task']} | {r['condition']} | {r['n']} | {r['full_helps']} | {_pct(r['accuracy'])} "
+            f"| {_pct(r['leakage'])} | {lp} | {best_text} "
+            + _cmp(r["vs_best_logprob"])
+            + _cmp(r["vs_best_gain"])[1:]
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="summarize_evals", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "runs", nargs="+", metavar="TASK=EVAL_OUT", help="a task name and its eval output folder"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="folder for summary.md and summary.json")
+    args = parser.parse_args(argv)
+    runs = {}
+    for item in args.runs:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise SystemExit(f"expected TASK=EVAL_OUT, got {item!r}")
+        if name in runs or name == "pooled":
+            raise SystemExit(f"task name {name!r} given twice or reserved")
+        runs[name] = Path(path)
+    summary = summarize(runs)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    text = markdown(summary)
+    (args.out / "summary.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""scripts.summarize_evals over real tiny-model eval runs: per-task rows match each run's own paired
+statistics, and the pooled row pairs every problem of every run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from scripts.summarize_evals import main as summarize
+from selector.agents import Agent
+from selector.cli import main as tokenrelay
+from selector.scorer import ScorerConfig, TokenSelector
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def two_runs(tiny_lm_dir, tiny_plain_lm_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("evals")
+    small = Agent.from_pretrained(tiny_lm_dir, device="cpu")
+    config = ScorerConfig(
+        hidden_layer=-1, hidden_size=32, small_model=str(tiny_lm_dir), d_model=32,
+        granularity="word", small_vocab_size=len(small.tokenizer),
+    )  # fmt: skip
+    selector = TokenSelector(config).save_pretrained(root / "tiny-selector")
+    runs = {}
+    for task, offset in (("adding", 0), ("more", 10)):
+        data = root / f"{task}.jsonl"
+        rows = [{"id": f"{task}-0-{i}", "question": f"What is {i} + {i + 1}?", "answer": str(2 * i + 1)}
+                for i in range(offset, offset + 4)]  # fmt: skip
+        data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        out = root / f"eval_{task}"
+        args = ["eval", "--data", str(data), "--small", str(tiny_lm_dir), "--large", str(tiny_plain_lm_dir),
+                "--out", str(out), "--selectors", json.dumps(["none", "full", "selfinfo", "last", str(selector)]),
+                "--budgets", "[0.5]", "--gates", "[always]", "--conditions", "[large_direct, relay]",
+                "--reason-tokens", "10", "--answer-tokens", "3", "--batch-size", "2", "--granularity", "word",
+                "--device", "cpu", "--plot", "false"]  # fmt: skip
+        assert tokenrelay(args) == 0
+        runs[task] = out
+    return runs
+
+
+def test_per_task_rows_match_each_run_and_pooled_pairs_all_problems(two_runs, tmp_path, capsys):
+    out = tmp_path / "summary"
+    assert summarize([f"{k}={v}" for k, v in two_runs.items()] + ["--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    rows = {(r["task"], r["condition"]): r for r in summary["rows"]}
+    cond = "relay:tiny-selector@0.5:always"
+    assert set(rows) == {("adding", cond), ("more", cond), ("pooled", cond)}
+    for task, path in two_runs.items():
+        result = json.loads((path / "results.json").read_text())
+        own = next(
+            p for p in result["paired"] if p["condition"] == cond and p["reference"] == "best heuristic"
+        )
+        assert rows[(task, cond)]["vs_best_logprob"] == own["gold_logprob"]
+        assert rows[(task, cond)]["n"] == 4
+        row = next(r for r in result["rows"] if r["condition"] == cond)
+        assert rows[(task, cond)]["accuracy"] == pytest.approx(row["accuracy"])
+    pooled = rows[("pooled", cond)]
+    assert pooled["n"] == 8 and pooled["vs_best_logprob"]["n"] == 8
+    w, l_, t = (pooled["vs_best_logprob"][k] for k in ("wins", "losses", "ties"))
+    assert w + l_ + t == 8
+    assert "| pooled |" in (out / "summary.md").read_text() and "| pooled |" in capsys.readouterr().out
+
+    # the same run twice pools the same problems twice: refused
+    with pytest.raises(SystemExit, match="repeat"):
+        summarize([f"a={two_runs['adding']}", f"b={two_runs['adding']}", "--out", str(tmp_path / "x")])
+    with pytest.raises(SystemExit, match="not a finished"):
+        summarize([f"a={tmp_path}", "--out", str(tmp_path / "y")])

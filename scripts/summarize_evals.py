@@ -22,7 +22,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from selector.eval_paired import NOT_CANDIDATES, paired_vs_references
+from selector.evaluation.paired import NOT_CANDIDATES, paired_vs_references
 
 
 def load_run(path: Path) -> tuple[dict, dict[str, list[dict]]]:

@@ -13,12 +13,18 @@ Two backbones behind one interface (``ScorerConfig.backbone``):
 
 Release format (``save_pretrained`` / ``from_pretrained``): a folder with ``config.json``,
 ``model.safetensors`` (the head; never a pickle), for ``encoder`` the peft adapter files
-(``adapter_config.json`` + ``adapter_model.safetensors``; the base encoder is referenced by path
-or hub id in config.json), and a generated ``README.md`` model card.
+(``adapter_config.json`` + ``adapter_model.safetensors``; the base encoder is referenced by path,
+hub id, or ``pkg://PACKAGE/SUBFOLDER`` for one shipped inside a Python package, in config.json), and a generated ``README.md`` model card.
 """
 
 from .checkpoint import SelectorCheckpoint, model_card
-from .config import CHECKPOINT_FORMAT, CheckpointError, IncompatibleSelectorError, ScorerConfig
+from .config import (
+    CHECKPOINT_FORMAT,
+    CheckpointError,
+    IncompatibleSelectorError,
+    ScorerConfig,
+    resolve_encoder,
+)
 from .model import TokenSelector
 from .network import UnitScorerNet
 
@@ -31,4 +37,5 @@ __all__ = [
     "TokenSelector",
     "UnitScorerNet",
     "model_card",
+    "resolve_encoder",
 ]

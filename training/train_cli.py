@@ -10,8 +10,10 @@ Everything under ``trainer.default_root_dir`` (``ROOT``):
   optimizer, loop counters, random states and data order: bit-identical to an uninterrupted run on a
   CPU); ``--ckpt_path`` names another one;
 - ``ROOT/selector/``: the release checkpoint (``TokenSelector.save_pretrained`` + model card),
-  written from the final weights when fit ends (``release.dirpath`` moves it; a folder outside ROOT
-  that already exists is replaced only with ``--release.overwrite true``);
+  written when fit ends from the weights of the best validation epoch (``checkpoint.monitor``; the
+  card names the epoch and reports that epoch's metrics), or the final weights with
+  ``--release.weights last`` or when there is no validation (``release.dirpath`` moves it; a folder
+  outside ROOT that already exists is replaced only with ``--release.overwrite true``);
 - ``ROOT/lightning_logs/version_N/``: metrics and hyperparameters.
 
 A run holds a lock on ROOT (and on an outside release folder): a second job on them stops at once.
@@ -38,34 +40,95 @@ __all__ = ["ReleaseCheckpoint", "RunCheckpoint", "TrainCLI", "main", "train_conf
 
 
 class ReleaseCheckpoint(Callback):
-    """At the end of fit, write the release folder (config.json, model.safetensors, README.md)."""
+    """At the end of fit, write the release folder (config.json, model.safetensors, README.md).
+
+    By default the released weights are the best validation epoch's (the run's ``best.ckpt``, chosen by
+    ``checkpoint.monitor``), not the last epoch's: a selector that overfits late is not shipped in its
+    overfitted state. The model card reports the metrics of the epoch whose weights it ships.
+    """
 
     command: str | None = None
     """The `tokenrelay train` command line of this process, for the model card (set by ``main``)."""
 
-    def __init__(self, dirpath: str | None = None, overwrite: bool = False):
+    def __init__(self, dirpath: str | None = None, overwrite: bool = False, weights: str = "best"):
         """
         Args:
             dirpath: Release folder (null: ROOT/selector, ROOT being trainer.default_root_dir).
             overwrite: Replace a release folder outside ROOT that already exists (else the run refuses to start).
+            weights: best (the best validation epoch by checkpoint.monitor; the last epoch when there is
+                no validation or no best checkpoint) or last (the final weights).
         """
+        if weights not in ("best", "last"):
+            raise ValueError(f"release.weights must be 'best' or 'last', got {weights!r}")
         self.dirpath = dirpath
         self.overwrite = overwrite
+        self.weights = weights
+        self.history: dict[int, dict[str, float]] = {}
+        """Validation metrics per epoch (kept in resume checkpoints), for the card of the released epoch."""
 
     def release_dir(self, trainer: Trainer) -> Path:
         return Path(self.dirpath) if self.dirpath else Path(trainer.default_root_dir) / "selector"
 
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        self.history[int(trainer.current_epoch)] = metrics
+
+    def state_dict(self) -> dict:
+        return {"history": {str(k): v for k, v in self.history.items()}}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.history = {int(k): dict(v) for k, v in state_dict.get("history", {}).items()}
+
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        if (
+        if not (
             trainer.is_global_zero
             and isinstance(pl_module, SelectorModule)
             and pl_module.selector is not None
         ):
-            card = pl_module.card_info()
-            if self.command:
-                card["command"] = self.command
+            return
+        card = pl_module.card_info()
+        if self.command:
+            card["command"] = self.command
+        best = self._best_checkpoint(trainer)
+        if best is None:
+            card["released_weights"] = f"last epoch ({trainer.current_epoch})"
             path = pl_module.selector.save_pretrained(self.release_dir(trainer), card=card)
-            print(f"selector checkpoint written to {path}")
+        else:
+            state, epoch, step, monitor, score = best
+            current = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+            pl_module.load_state_dict(state, strict=False)
+            try:
+                if epoch in self.history:
+                    card["metrics"] = {k.removeprefix("val/"): v for k, v in self.history[epoch].items()}
+                card["released_weights"] = f"best epoch {epoch} by {monitor} = {score:.4f}"
+                card["steps"] = step
+                path = pl_module.selector.save_pretrained(self.release_dir(trainer), card=card)
+            finally:
+                pl_module.load_state_dict(current)
+        print(f"selector checkpoint written to {path} ({card['released_weights']})")
+
+    def _best_checkpoint(self, trainer: Trainer) -> tuple[dict, int, int, str, float] | None:
+        """(state_dict, epoch, global step, monitor, score) of the best validation epoch, or None for the last weights."""
+        import torch
+
+        callback = trainer.checkpoint_callback
+        if self.weights != "best" or not isinstance(callback, ModelCheckpoint) or not callback.monitor:
+            return None
+        path = callback.best_model_path
+        if not path or not Path(path).is_file() or callback.best_model_score is None:
+            return None
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)  # this run's own file
+        missing = set(trainer.lightning_module.state_dict()) - set(checkpoint["state_dict"])
+        trainable = {
+            f"net.{k}" for k, p in trainer.lightning_module.net.named_parameters() if p.requires_grad
+        }
+        if missing & trainable:
+            raise RuntimeError(f"{path} lacks trained weights {sorted(missing & trainable)[:3]}")
+        score = float(callback.best_model_score)
+        epoch, step = int(checkpoint["epoch"]), int(checkpoint["global_step"])
+        return checkpoint["state_dict"], epoch, step, str(callback.monitor), score
 
 
 class RunCheckpoint(ModelCheckpoint):
@@ -75,6 +138,27 @@ class RunCheckpoint(ModelCheckpoint):
         if self.dirpath is None:
             self.dirpath = os.path.join(trainer.default_root_dir, "checkpoints")
         super().setup(trainer, pl_module, stage)
+
+    # Lightning (2.6) refreshes last.ckpt only when a top-k checkpoint was saved at the same step: after
+    # an epoch that did not improve the monitor, last.ckpt would stay at the best epoch and a resume
+    # would silently restart from there. Both saving hooks refresh it after every epoch instead.
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        due = not self._should_skip_saving_checkpoint(trainer) and self._should_save_on_train_epoch_end(
+            trainer
+        )
+        super().on_train_epoch_end(trainer, pl_module)
+        self._refresh_last(trainer, due)
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        due = not self._should_skip_saving_checkpoint(trainer) and not self._should_save_on_train_epoch_end(
+            trainer
+        )
+        super().on_validation_end(trainer, pl_module)
+        self._refresh_last(trainer, due)
+
+    def _refresh_last(self, trainer: Trainer, due: bool) -> None:
+        if due and self.save_last and self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 class RunConfig(SaveConfigCallback):
@@ -228,6 +312,7 @@ main options (any key of the YAML can be given as --section.option):
   --trainer.accelerator A      cpu, gpu, auto; --trainer.devices N (several: DDP)
   --release.dirpath D          the release folder (default: ROOT/selector)
   --release.overwrite true     replace a release folder outside ROOT that already exists
+  --release.weights last       release the final weights (default: the best validation epoch's)
   --ckpt_path CKPT             resume from this checkpoint instead of ROOT/checkpoints/last.ckpt
   --seed_everything N          the run's seed (default 0)
 

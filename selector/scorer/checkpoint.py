@@ -254,6 +254,7 @@ def model_card(config: ScorerConfig, card: dict) -> str:
         f"| traces skipped (no ranking signal) | {card.get('skipped', '?')} |",
         f"| loss | {card.get('loss', 'unknown')} |",
         f"| steps | {card.get('steps', '?')} |",
+        *([f"| released weights | {card['released_weights']} |"] if card.get("released_weights") else []),
         "",
     ]
     metrics = card.get("metrics") or {}

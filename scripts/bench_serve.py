@@ -15,7 +15,10 @@ second of the level's wall time. Prints a table and writes JSON (``--out``).
 instead compares the relay's per-question latency with the model in-process and behind an
 OpenAI-compatible engine (vLLM, docs/serving.md) serving the same weights, in one run: the model
 is both small and large, selfinfo selector, gate always, batch size 1, greedy; it also counts
-the questions whose answer and transfer are identical both ways.
+the questions whose answer and transfer are identical both ways. With ``--small-dir`` the model is
+only the *large* one, and an in-process small model (that folder) reasons in both runs: the real
+deployment, where the large model sits behind the engine. ``--data`` takes questions from a JSONL
+file (``scripts/prepare_data.py``) instead of the synthetic world.
 """
 
 from __future__ import annotations
@@ -147,12 +150,17 @@ def table(rows: list[dict]) -> str:
 
 def engine_comparison(args, problems: list) -> dict:
     """Relay latency per question, in-process vs through the engine, on the same questions."""
+    import torch
+
     from selector.agents import Agent
     from selector.data import Example
     from selector.relay import Relay, RelayConfig
     from selector.remote import RemoteAgent, RemoteConfig
 
-    local = Agent.from_pretrained(args.model_dir, device="cpu")
+    local = Agent.from_pretrained(args.model_dir, device="cpu", dtype="float32")
+    small_agent = (
+        Agent.from_pretrained(args.small_dir, device="cpu", dtype="float32") if args.small_dir else None
+    )
     remote = RemoteAgent(
         RemoteConfig(base_url=args.engine_url, model=args.engine_model, tokenizer=args.model_dir)
     )
@@ -163,10 +171,10 @@ def engine_comparison(args, problems: list) -> dict:
         batch_size=1,
         reason_tokens=args.reason_tokens,
     )
-    examples = [Example(p.id, p.question, p.answer) for p in problems]
+    examples = [p if isinstance(p, Example) else Example(p.id, p.question, p.answer) for p in problems]
     rows, answers = [], {}
     for name, agent in (("in-process", local), ("engine", remote)):
-        relay = Relay(agent, agent, "selfinfo", config)
+        relay = Relay(agent if small_agent is None else small_agent, agent, "selfinfo", config)
         relay.run(examples[:1], progress=False)  # warm-up
         seconds, results = [], []
         for ex in examples:
@@ -178,6 +186,9 @@ def engine_comparison(args, problems: list) -> dict:
         rows.append(
             {
                 "where": name,
+                "accuracy": statistics.fmean(
+                    float(answers_match(r.answer, ex.answer)) for r, ex in zip(results, examples)
+                ),
                 "questions": len(examples),
                 "p50_s": percentile(seconds, 0.5),
                 "p95_s": percentile(seconds, 0.95),
@@ -191,6 +202,9 @@ def engine_comparison(args, problems: list) -> dict:
     same = sum(a == b for a, b in zip(answers["in-process"], answers["engine"]))
     return {
         "model_dir": args.model_dir,
+        "small_dir": args.small_dir,
+        "data": args.data,
+        "torch_threads": torch.get_num_threads(),
         "engine_url": args.engine_url,
         "rows": rows,
         "identical_answers": same,
@@ -221,16 +235,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--reason-tokens", type=int, default=256, help="small model's cap (with --engine-url)"
     )
+    parser.add_argument(
+        "--small-dir",
+        default=None,
+        help="an in-process small model; the engine's model is then only the large one",
+    )
+    parser.add_argument(
+        "--data", default=None, help="questions from this JSONL (default: the synthetic world)"
+    )
     args = parser.parse_args(argv)
     if args.engine_url is not None:
         if not (args.engine_model and args.model_dir):
             parser.error("--engine-url needs --engine-model and --model-dir")
-        result = engine_comparison(args, generate_problems(args.requests, seed=args.seed))
-        print("| where | questions | p50 s | p95 s | mean s | small reasoning s | reasoning tokens |")
-        print("| --- | --- | --- | --- | --- | --- | --- |")
+        if args.data:
+            from selector.data import load_examples
+
+            problems = load_examples(args.data, limit=args.requests)
+        else:
+            problems = generate_problems(args.requests, seed=args.seed)
+        result = engine_comparison(args, problems)
+        print(
+            "| where | questions | accuracy | p50 s | p95 s | mean s | small reasoning s | reasoning tokens |"
+        )
+        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
         for r in result["rows"]:
             print(
-                f"| {r['where']} | {r['questions']} | {r['p50_s']:.3f} | {r['p95_s']:.3f} | {r['mean_s']:.3f} "
+                f"| {r['where']} | {r['questions']} | {r['accuracy']:.1%} | {r['p50_s']:.3f} | {r['p95_s']:.3f} | {r['mean_s']:.3f} "
                 f"| {r['mean_small_reasoning_s']:.3f} | {r['mean_reasoning_tokens']:.1f} |"
             )
         print(

@@ -249,3 +249,17 @@ def test_engine_benchmark_compares_in_process_and_engine(engine, model_dir, tmp_
     result = json.loads(out.read_text())
     assert [r["where"] for r in result["rows"]] == ["in-process", "engine"]
     assert result["identical_answers"] == 2
+    # The real deployment: an in-process small model reasons, only the large one sits behind the engine;
+    # questions from a JSONL file.
+    data = tmp_path / "q.jsonl"
+    data.write_text(
+        "".join(
+            json.dumps({"id": f"q{i}", "question": f"x = {i}. What is x?", "answer": str(i)}) + "\n"
+            for i in range(3)
+        )
+    )
+    small = ["--small-dir", str(model_dir), "--data", str(data)]
+    assert main([*args, *small, "--requests", "2", "--reason-tokens", "8", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["small_dir"] == str(model_dir) and [r["questions"] for r in result["rows"]] == [2, 2]
+    assert result["identical_answers"] == 2 and all(0 <= r["accuracy"] <= 1 for r in result["rows"])

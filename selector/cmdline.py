@@ -37,7 +37,10 @@ def _normalize(argv: Sequence[str]) -> list[str]:
 
 def _groups(cls) -> dict[str, set[str]]:
     """Nested dataclass fields of ``cls`` (not optional ones): group name -> its field names."""
-    hints = typing.get_type_hints(cls)
+    try:
+        hints = typing.get_type_hints(cls)
+    except (NameError, TypeError):  # an annotation it cannot resolve: no hints, jsonargparse decides
+        return {}
     return {
         f.name: {g.name for g in fields(hints[f.name])}
         for f in fields(cls)
@@ -67,20 +70,18 @@ def _check_moved(cls, argv: Sequence[str]) -> None:
             raise UsageError(
                 f"--{key} is a {group} option now: use --{group}.{key} (in YAML, inside a `{group}:` block)"
             )
-        if key == "config" and i + 1 < len(argv) and "=" not in arg:
-            _check_yaml(argv[i + 1], home)
+        if key == "config":
+            path = arg.partition("=")[2] if "=" in arg else (argv[i + 1] if i + 1 < len(argv) else "")
+            _check_yaml(path, home)
 
 
 def _check_yaml(path: str, home: Callable[[str], str | None]) -> None:
     import yaml
 
-    file = Path(path).expanduser()
-    if not file.is_file():
-        return  # jsonargparse says what is wrong with it
     try:
-        data = yaml.safe_load(file.read_text())
-    except yaml.YAMLError:
-        return
+        data = yaml.safe_load(Path(path).expanduser().read_text())
+    except (OSError, yaml.YAMLError):
+        return  # not a readable YAML file (or YAML text itself): jsonargparse says what is wrong
     for key in data if isinstance(data, dict) else ():
         group = home(str(key))
         if group:

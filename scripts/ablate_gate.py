@@ -33,22 +33,15 @@ from selector.relay import STAGES, RelayConfig
 
 PROG = "python -m scripts.ablate_gate"
 STEM = "gate_sweep"
-ENGINE_DEFAULTS = {
-    "keep_answer_line": False,
-    "concurrent": False,
-    "early_stop": "none",
-}
-"""Relay options the evaluation engine does not pass on yet: the sweep refuses other values."""
 
 
 @dataclass
-class GateSweepConfig(RelayConfig):
-    """Gate sweep: accuracy, transfer rate and latency of the confidence gate per tau, and of agreement.
+class GateSweepConfig:
+    """Gate sweep: accuracy, transfer rate and latency of the confidence gate per tau, and of agreement."""
 
-    The relay options (models, selector, budget, tokens, ...) are those of `tokenrelay infer`;
-    its gate and tau are not used: the sweep runs every gate, through the evaluation engine.
-    """
-
+    relay: RelayConfig = field(default_factory=RelayConfig)
+    """The relay swept, as for `tokenrelay infer` (models, selector, budget, tokens, ...); its gate and
+    tau are not used: the sweep runs every gate and each tau of taus, through the evaluation engine."""
     data: str = "data/test.jsonl"
     """Questions with gold answers: a JSONL / CSV / Parquet file, a save_to_disk folder or a hub id."""
     out: str = "runs/ablations/gate"
@@ -65,30 +58,19 @@ class GateSweepConfig(RelayConfig):
     """Write gate_sweep.png: accuracy against mean latency per gate, and transfer rate per tau."""
 
     def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.large is None or self.small is None:
-            raise ValueError("the gate sweep needs both models: small and large")
-        if self.parallel:
-            raise ValueError("the gate sweep accounts latency sequentially; set parallel: false")
-        unsupported = [
-            f"{name}: {getattr(self, name)!r}"
-            for name, default in ENGINE_DEFAULTS.items()
-            if getattr(self, name) != default
-        ]
-        if unsupported:
-            raise ValueError(
-                f"the evaluation engine does not take {', '.join(unsupported)} (keep the defaults)"
-            )
+        if self.relay.large is None or self.relay.small is None:
+            raise ValueError("the gate sweep needs both models: relay.small and relay.large")
+        if self.relay.parallel:
+            raise ValueError("the gate sweep accounts latency sequentially; set relay.parallel: false")
         if not self.taus:
             raise ValueError("taus is empty")
         for tau in self.taus:
             Gate("confidence", tau)  # validates: 0 <= tau <= 1
         self.taus = sorted(set(float(t) for t in self.taus))
-        if self.limit is not None and self.limit < 1:
-            raise ValueError(f"limit must be >= 1, got {self.limit}")
+        engine_config(self, ["always", "agreement", "confidence"], self.taus[0])  # the engine's own checks
 
     def relay_config(self, gate: str) -> RelayConfig:
-        return replace(RelayConfig(**{f.name: getattr(self, f.name) for f in fields(RelayConfig)}), gate=gate)
+        return replace(self.relay, gate=gate)
 
 
 def config_from_yaml(path: str) -> GateSweepConfig:
@@ -98,16 +80,13 @@ def config_from_yaml(path: str) -> GateSweepConfig:
 
 def engine_config(config: GateSweepConfig, gates: list[str], tau: float) -> EvalConfig:
     """The evaluation engine's config for one run of the sweep (the relay options carried over)."""
-    fixed = config.selector in FIXED_SELECTORS
+    relay = config.relay
+    fixed = relay.selector in FIXED_SELECTORS
     return EvalConfig(
-        data=config.data, columns=config.columns, split=config.split, limit=config.limit,
-        small=config.small, large=config.large, out=config.out,
-        selectors=[config.selector], budgets=[] if fixed else [config.budget], budget_kind=config.budget_kind,
-        gates=gates, tau=tau, conditions=["large_direct", "relay"],
-        granularity=config.granularity, force_numbers=config.force_numbers, force_last=config.force_last,
-        selfinfo_reduce=config.selfinfo_reduce, reason_tokens=config.reason_tokens,
-        answer_tokens=config.answer_tokens, batch_size=config.batch_size, dtype=config.dtype,
-        device=config.device, seed=config.seed, plot=False,
+        data=config.data, columns=config.columns, split=config.split, limit=config.limit, out=config.out,
+        relay=replace(relay, budget=None, tau=tau), selectors=[relay.selector],
+        budgets=[] if fixed else [relay.budget_value], gates=gates, conditions=["large_direct", "relay"],
+        plot=False,
     )  # fmt: skip
 
 
@@ -184,10 +163,11 @@ def run_sweep(config: GateSweepConfig, small=None, large=None, progress: bool = 
     write and return the sweep. ``small`` / ``large`` reuse loaded Agents (tests, notebooks)."""
     out = Path(config.out)
     relay_fields = {f.name for f in fields(RelayConfig)} - {"gate", "tau", "parallel", "device"}
+    relay = replace(config.relay, budget=config.relay.budget_value)  # None and the kind's default alike
     check_settings(
         out,
         {
-            **{k: getattr(config, k) for k in sorted(relay_fields)},
+            **{k: getattr(relay, k) for k in sorted(relay_fields)},
             "data": config.data,
             "split": config.split,
             "columns": asdict(config.columns),
@@ -196,9 +176,9 @@ def run_sweep(config: GateSweepConfig, small=None, large=None, progress: bool = 
     if large is None or small is None:
         from selector.agents import Agent
 
-        load = {"dtype": config.dtype, "device": config.device}
-        large = large or Agent.from_pretrained(config.large, **load)
-        small = small or Agent.from_pretrained(config.small, **load)
+        load = {"dtype": relay.dtype, "device": relay.device}
+        large = large or Agent.from_pretrained(relay.large, **load)
+        small = small or Agent.from_pretrained(relay.small, **load)
     rows: list[dict] = []
     confidence: list[dict] = []
     for i, tau in enumerate(config.taus):
@@ -220,8 +200,8 @@ def run_sweep(config: GateSweepConfig, small=None, large=None, progress: bool = 
         "rows": rows,
     }
     intro = (
-        f"# Gate sweep\n\n{first['questions']} questions from `{config.data}`; selector `{config.selector}` at "
-        f"{config.budget_kind} budget {config.budget:g}; batch size {config.batch_size}; run through the "
+        f"# Gate sweep\n\n{first['questions']} questions from `{config.data}`; selector `{relay.selector}` at "
+        f"{relay.budget_kind} budget {relay.budget:g}; batch size {relay.batch_size}; run through the "
         "evaluation engine. Latency: direct answer, plus small reasoning + selection + transfer answer when "
         "transferred ('always' has no direct answer). Mean stage seconds: "
         + ", ".join(f"{k} {v:.3f}" for k, v in stage_means.items())

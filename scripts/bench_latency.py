@@ -1,7 +1,7 @@
 """Latency benchmark: accuracy against measured end-to-end latency, and what each latency lever buys.
 
     python -m scripts.bench_latency --config configs/latency_real.yaml          # the real pair (CPU)
-    python -m scripts.bench_latency --small S --large L --data TEST.jsonl --dev_data DEV.jsonl --out OUT
+    python -m scripts.bench_latency --relay.small S --relay.large L --data TEST.jsonl --dev_data DEV.jsonl --out OUT
 
 Three parts, all at batch size 1 (per-question latency), on the same machine and cores:
 
@@ -12,10 +12,10 @@ Three parts, all at batch size 1 (per-question latency), on the same machine and
 2. Calibration (with ``dev_data``): ``tokenrelay eval`` on the dev questions (large direct and the
    relay at gate always, ``OUT/dev_eval``), then ``tokenrelay calibrate`` picks the confidence gate's
    tau for ``target_accuracy`` (default: the dev accuracy of always transferring), written to
-   ``OUT/calibrated_relay.yaml``. Without dev data the ``calibrated`` lever uses ``tau``.
+   ``OUT/calibrated_relay.yaml``. Without dev data the ``calibrated`` lever uses ``relay.tau``.
 3. The levers, live (no output cache: wall time is the point), each a relay run over the test
    questions: ``concurrent`` (large direct answer and small reasoning at the same time, on
-   ``large_threads`` + ``small_threads`` of the cores), ``stop=SIGNAL`` (early stop of the small model,
+   ``relay.large_threads`` + ``relay.small_threads`` of the cores), ``stop=SIGNAL`` (early stop of the small model,
    ``selector.early_stop``), ``calibrated`` (confidence gate at the calibrated tau), alone and joined
    with ``+``. Levers without ``calibrated`` use the agreement gate. Per-question results go to
    ``OUT/live/LEVER-DIGEST.jsonl`` (digest of its settings) as they finish, so an interrupted run
@@ -34,7 +34,7 @@ import shutil
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -58,14 +58,13 @@ LEVER_PARTS = ("concurrent", "calibrated", *(f"stop={s}" for s in STOP_SIGNALS i
 class BenchLatencyConfig:
     """Latency benchmark: accuracy vs measured end-to-end latency for the baselines, gates and levers."""
 
+    relay: RelayConfig = field(default_factory=lambda: RelayConfig(batch_size=1, device="cpu"))
+    """The relay measured (models, selector, budget, tau, tokens, the early-stop threshold, threads, device),
+    at batch size 1; its gate, concurrent and early_stop are set by each row and lever, not here."""
     data: str | None = None
     """Held-out test questions with gold answers (never used to calibrate or to train the selector)."""
     dev_data: str | None = None
-    """Development questions for calibrating tau (none: the calibrated lever uses --tau)."""
-    small: str | None = None
-    """The small (reasoning) model folder."""
-    large: str | None = None
-    """The large (answering) model folder."""
+    """Development questions for calibrating tau (none: the calibrated lever uses relay.tau)."""
     out: str = "runs/bench_latency"
     """Output folder: eval/ and dev_eval/ (with their caches), live/, latency.{json,md,png}."""
     seed_cache: str | None = None
@@ -75,14 +74,8 @@ class BenchLatencyConfig:
     """Use only the first N test questions."""
     dev_limit: int | None = None
     """Use only the first N dev questions."""
-    selector: str = "selfinfo"
-    """The relay's selector: a checkpoint folder or a baseline name."""
-    budget: float = 0.25
-    """The selector's budget (ratio of the reasoning's large-model tokens)."""
     gates: list[str] = field(default_factory=lambda: ["always", "agreement", "confidence"])
     """Gates of the sequential relay rows (from the evaluation engine)."""
-    tau: float = 0.5
-    """The confidence gate's tau for the sequential row (and the calibrated lever without dev data)."""
     target_accuracy: float | None = None
     """Calibration target on the dev split (default: the dev accuracy of always transferring)."""
     levers: list[str] = field(
@@ -93,29 +86,23 @@ class BenchLatencyConfig:
     )  # fmt: skip
     """Live relay runs: 'sequential' (none: the reference), or parts concurrent, calibrated,
     stop=confidence|agreement|selector joined by '+'."""
-    stop_threshold: float = 0.9
-    """Early stop: minimum trial-answer probability (see selector.early_stop)."""
-    check_every: int = 1
-    """Early stop: check every n-th sentence boundary."""
-    large_threads: int = 0
-    """Concurrent levers: torch threads of the large model (0 = half the cores, rounded up)."""
-    small_threads: int = 0
-    """Concurrent levers: torch threads of the small model (0 = the rest)."""
-    reason_tokens: int = 256
-    """Cap on the small model's reasoning tokens."""
-    answer_tokens: int = 16
-    """Cap on the large model's answer tokens."""
     large_reason_tokens: int = 384
     """Cap on the large model's own reasoning tokens."""
-    dtype: str = "float32"
-    """Model dtype (float32 on CPU)."""
-    device: str = "cpu"
-    """cpu, cuda, cuda:N or auto."""
 
     def __post_init__(self) -> None:
-        for name in ("data", "small", "large"):
-            if not getattr(self, name) or not str(getattr(self, name)).strip():
-                raise ValueError(f"--{name} is required")
+        if not self.data or not str(self.data).strip():
+            raise ValueError("--data is required")
+        for name in ("small", "large"):
+            if not getattr(self.relay, name):
+                raise ValueError(f"--relay.{name} is required")
+        if self.relay.batch_size != 1:
+            raise ValueError(
+                "the latency benchmark runs at batch size 1 (per-question latency): relay.batch_size 1"
+            )
+        if self.relay.concurrent or self.relay.early_stop != "none":
+            raise ValueError(
+                "relay.concurrent and relay.early_stop are set per lever (see levers), not in relay"
+            )
         for lever in self.levers:
             if lever == "sequential":
                 continue
@@ -134,41 +121,30 @@ class BenchLatencyConfig:
             raise ValueError(f"target_accuracy must be in [0, 1], got {self.target_accuracy}")
         # Every relay setting is checked now, before any model loads.
         for lever in self.levers:
-            self.lever_config(lever, self.tau)
+            self.lever_config(lever, self.relay.tau)
         self.eval_config()
 
     def eval_config(self, dev: bool = False) -> EvalConfig:
-        fixed = self.selector in ("none", "full")
+        fixed = self.relay.selector in ("none", "full")
         return EvalConfig(
             data=self.dev_data if dev else self.data,
             limit=self.dev_limit if dev else self.limit,
-            small=self.small,
-            large=self.large,
+            relay=replace(self.relay, budget=None),
             out=str(Path(self.out) / ("dev_eval" if dev else "eval")),
-            selectors=[self.selector],
-            budgets=[] if fixed else [self.budget],
+            selectors=[self.relay.selector],
+            budgets=[] if fixed else [self.relay.budget_value],
             gates=["always"] if dev else list(self.gates),
-            tau=self.tau,
             conditions=["large_direct", "relay"] if dev else ["large_direct", "large_reasoning", "small_reasoning", "relay"],
-            reason_tokens=self.reason_tokens,
-            answer_tokens=self.answer_tokens,
             large_reason_tokens=self.large_reason_tokens,
-            batch_size=1,
-            dtype=self.dtype,
-            device=self.device,
             plot=False,
         )  # fmt: skip
 
     def lever_config(self, lever: str, tau: float) -> RelayConfig:
         parts = [] if lever == "sequential" else lever.split("+")
         stop = next((p.split("=", 1)[1] for p in parts if p.startswith("stop=")), "none")
-        return RelayConfig(
-            small=self.small, large=self.large, selector=self.selector, budget=self.budget,
-            gate="confidence" if "calibrated" in parts else "agreement", tau=tau,
-            reason_tokens=self.reason_tokens, answer_tokens=self.answer_tokens, batch_size=1,
-            concurrent="concurrent" in parts, large_threads=self.large_threads, small_threads=self.small_threads,
-            early_stop=stop, stop_threshold=self.stop_threshold, check_every=self.check_every,
-            dtype=self.dtype, device=self.device, score_gold=True,
+        return replace(
+            self.relay, gate="confidence" if "calibrated" in parts else "agreement", tau=tau,
+            concurrent="concurrent" in parts, early_stop=stop, score_gold=True,
         )  # fmt: skip
 
 
@@ -217,8 +193,11 @@ def run_bench(
         (out / "eval").mkdir(parents=True, exist_ok=True)
         shutil.copytree(Path(config.seed_cache) / "cache", out / "eval" / "cache")
     if agents is None:
-        load = {"dtype": config.dtype, "device": config.device}
-        agents = (Agent.from_pretrained(config.small, **load), Agent.from_pretrained(config.large, **load))
+        load = {"dtype": config.relay.dtype, "device": config.relay.device}
+        agents = (
+            Agent.from_pretrained(config.relay.small, **load),
+            Agent.from_pretrained(config.relay.large, **load),
+        )
     small, large = agents
     # 1. baselines and the sequential relay per gate, from the evaluation engine
     ev = run_eval(config.eval_config(), agents=agents, progress=progress)
@@ -235,7 +214,7 @@ def run_bench(
     # The levers are compared with the live sequential agreement relay (else the engine's row).
     reference = next((r for r in rows if r["kind"] == "relay" and "(agreement)" in r["title"]), None)
     # 2. calibration on the dev split
-    tau, calibration = config.tau, None
+    tau, calibration = config.relay.tau, None
     if config.dev_data and any("calibrated" in lever for lever in config.levers):
         dev = run_eval(config.eval_config(dev=True), agents=agents, progress=progress)
         target = config.target_accuracy
@@ -254,11 +233,11 @@ def run_bench(
     with progress_bar(disable=not progress) as bar:
         for lever in config.levers:
             relay_config = config.lever_config(lever, tau)
-            relay = Relay(small, large, config.selector, relay_config)
+            relay = Relay(small, large, relay_config.selector, relay_config)
             # One file per lever and settings: a changed tau or threshold never resumes another's results.
-            path = (
-                out / "live" / f"{lever}-{digest(asdict(relay_config), config.data, config.limit)[:10]}.jsonl"
-            )
+            # Keyed with the budget and units in force, so `null` / `auto` and their values share a file.
+            settings = replace(relay_config, budget=relay_config.budget_value, granularity=relay.granularity)
+            path = out / "live" / f"{lever}-{digest(asdict(settings), config.data, config.limit)[:10]}.jsonl"
             results = _live(lever, relay, examples, path, bar)
             large_t, small_t = relay.threads if relay.config.concurrent else (cores, cores)
             metrics = condition_metrics(results, f_none, f_all, 1.0, True)
@@ -290,8 +269,8 @@ def run_bench(
     for i, r in enumerate(rows):
         r["pareto"] = i in front
     result = {
-        "questions": len(examples), "data": config.data, "dev_data": config.dev_data, "small": config.small,
-        "large": config.large, "cores": cores, "tau": tau, "calibration": calibration and calibration["chosen"],
+        "questions": len(examples), "data": config.data, "dev_data": config.dev_data, "small": config.relay.small,
+        "large": config.relay.large, "cores": cores, "tau": tau, "calibration": calibration and calibration["chosen"],
         "seconds": time.perf_counter() - started, "best": best, "config": asdict(config), "rows": rows,
     }  # fmt: skip
     _write(result, out)

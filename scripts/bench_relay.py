@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         if prepare_data(["reasoning-gym", *TASK, "--out", str(data)]) != 0:
             return 1
     return tokenrelay(
-        ["eval", "--config", str(CONFIG), "--data", str(data), "--small", args.small, "--large", args.large,
+        ["eval", "--config", str(CONFIG), "--data", str(data), "--relay.small", args.small, "--relay.large", args.large,
          "--out", args.out, *rest]
     )  # fmt: skip
 

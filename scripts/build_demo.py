@@ -237,7 +237,7 @@ transfers reasoning, not the small model's verdict).
 {chr(10).join(summary(result))}
 
 Stage times are seconds: the evaluation engine counts a batched stage's wall time for each question
-of the batch (here one batch of {result["config"]["batch_size"]}, one CPU thread), measured when each
+of the batch (here one batch of {result["config"]["relay"]["batch_size"]}, one CPU thread), measured when each
 output was first computed, on a machine shared with other jobs. Leakage counts transfers that state the gold number
 anywhere: with single-digit answers that often happens by coincidence, so it is high even for
 transfers that do not help. Every row (the gated heuristics too) is in `demo_results.json`.

@@ -27,6 +27,7 @@ stopped on its trial answer carries that answer as the small model's (the agreem
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -46,7 +47,39 @@ from .relay_config import STAGES, RelayConfig, RelayResult, StageStats, check_im
 from .selection import Transfer, forced_keeps
 from .units import unit_token_counts
 
-__all__ = ["STAGES", "Relay", "RelayConfig", "RelayResult", "StageStats", "check_images"]
+__all__ = [
+    "STAGES",
+    "Relay",
+    "RelayConfig",
+    "RelayResult",
+    "StageStats",
+    "check_images",
+    "resolve_granularity",
+]
+
+logger = logging.getLogger(__name__)
+_told: set[tuple[str, str]] = set()
+
+
+def resolve_granularity(requested: str, selector: UnitScorer | str) -> str:
+    """The units a relay cuts the reasoning into: ``auto`` means a trained selector's own units (said
+    once per selector) or sentences for a baseline; an explicit choice a trained selector was not
+    trained on is refused, never silently replaced (its scores would mean nothing)."""
+    trained = getattr(getattr(selector, "config", None), "granularity", None)
+    if requested == "auto":
+        if trained is None:
+            return "sentence"
+        name = str(getattr(selector, "name", selector))
+        if (name, trained) not in _told:
+            _told.add((name, trained))
+            logger.info("granularity auto: selector %s uses %s units", name, trained)
+        return trained
+    if trained is not None and requested != trained:
+        raise ValueError(
+            f"granularity {requested!r} does not match the trained selector's {trained!r} units: "
+            f"set granularity to {trained!r} or 'auto'"
+        )
+    return requested
 
 
 def _generation_s(gens: Sequence[Generation]) -> float:
@@ -82,7 +115,7 @@ class Relay:
         if small is None and self.gate.kind != "never":
             raise ValueError(f"gate {self.gate.kind!r} needs a small model")
         selector_config = getattr(selector, "config", None)
-        self.granularity = getattr(selector_config, "granularity", None) or self.config.granularity
+        self.granularity = resolve_granularity(self.config.granularity, selector)
         backbone = getattr(selector_config, "backbone", "hidden")
         self.hidden_layer = getattr(selector_config, "hidden_layer", None) if backbone == "hidden" else None
         if small is not None and hasattr(selector, "check_compatible"):

@@ -7,17 +7,27 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 from .baselines import check_selector_name
 from .data import Example
 from .early_stop import check_early_stop
 from .gating import check_gate
-from .selection import Budget, check_budget
-from .units import GRANULARITIES
+from .selection import DEFAULT_BUDGETS, Budget, BudgetKind, check_budget
 
-__all__ = ["STAGES", "RelayConfig", "RelayResult", "StageStats", "check_images"]
+__all__ = [
+    "GRANULARITY_CHOICES",
+    "STAGES",
+    "Granularity",
+    "RelayConfig",
+    "RelayResult",
+    "StageStats",
+    "check_images",
+]
 
 STAGES = ("large_direct", "small_reasoning", "selection", "large_prefill", "large_decode")
+Granularity = Literal["token", "word", "sentence", "auto"]
+GRANULARITY_CHOICES: tuple[str, ...] = get_args(Granularity)
 
 
 @dataclass
@@ -30,16 +40,18 @@ class RelayConfig:
     """The large (answering) model: a local folder or hub id."""
     selector: str = "selfinfo"
     """A trained selector checkpoint folder, or a baseline: none, full, random, first, last, selfinfo, oracle."""
-    budget: float = 0.25
-    """Budget value: a ratio in (0, 1], a token count >= 1, k >= 0 units, or a probability in [0, 1]."""
-    budget_kind: str = "ratio"
+    budget: float | None = None
+    """Budget value: a ratio in (0, 1], a token count >= 1, k >= 0 units, or a probability in [0, 1]
+    (null: the kind's default, ratio 0.25, tokens 64, topk 3, threshold 0.5)."""
+    budget_kind: BudgetKind = "ratio"
     """What the budget counts: ratio (of the reasoning's large-model tokens), tokens, topk, or threshold."""
     gate: str = "agreement"
     """When to transfer: never, always, confidence (direct-answer probability < tau), agreement."""
     tau: float = 0.5
     """The confidence gate's threshold on the large model's direct-answer probability."""
-    granularity: str = "sentence"
-    """Units for baseline selectors: token, word, or sentence (a trained selector uses its own)."""
+    granularity: Granularity = "auto"
+    """Reasoning units: token, word, sentence, or auto (a trained selector's own units; sentence for a
+    baseline). A trained selector refuses units other than those it was trained on."""
     force_numbers: bool = False
     """Always keep units that hold a number (counted against the budget)."""
     force_last: bool = False
@@ -82,11 +94,13 @@ class RelayConfig:
     """Also score the gold answer's log-prob after the final prompt (extra pass, not in latency)."""
 
     def __post_init__(self) -> None:
-        check_budget(self.budget_kind, self.budget)
+        check_budget(self.budget_kind, self.budget_value)
         check_gate(self.gate, self.tau)
         check_selector_name(self.selector)
-        if self.granularity not in GRANULARITIES:
-            raise ValueError(f"unknown granularity {self.granularity!r}; expected one of {GRANULARITIES}")
+        if self.granularity not in GRANULARITY_CHOICES:
+            raise ValueError(
+                f"unknown granularity {self.granularity!r}; expected one of {GRANULARITY_CHOICES}"
+            )
         for name in ("reason_tokens", "answer_tokens", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -109,9 +123,14 @@ class RelayConfig:
                 raise ValueError(f"{name} is empty: give a model folder or hub id")
 
     @property
+    def budget_value(self) -> float:
+        """The budget in force: ``budget``, or the kind's default when it is None."""
+        return DEFAULT_BUDGETS.get(self.budget_kind, 0.0) if self.budget is None else self.budget
+
+    @property
     def budget_spec(self) -> Budget:
-        value = self.budget if self.budget_kind in ("ratio", "threshold") else int(self.budget)
-        return Budget(self.budget_kind, value)
+        value = self.budget_value
+        return Budget(self.budget_kind, value if self.budget_kind in ("ratio", "threshold") else int(value))
 
     def selector_kwargs(self, name: str | None = None) -> dict:
         """Constructor options for the baseline ``name`` (default: this config's selector)."""

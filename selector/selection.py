@@ -23,19 +23,25 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from .units import Unit, join_units
 
 __all__ = [
     "BUDGET_KINDS",
+    "DEFAULT_BUDGETS",
     "Budget",
+    "BudgetKind",
     "Transfer",
     "build_transfer",
     "forced_keeps",
     "select_units",
 ]
 
-BUDGET_KINDS = ("ratio", "tokens", "topk", "threshold")
+BudgetKind = Literal["ratio", "tokens", "topk", "threshold"]
+BUDGET_KINDS: tuple[str, ...] = get_args(BudgetKind)
+DEFAULT_BUDGETS: dict[str, float] = {"ratio": 0.25, "tokens": 64, "topk": 3, "threshold": 0.5}
+"""The budget a kind means when none is given (a relay config's ``budget: null``)."""
 _NUMBER_RE = re.compile(r"\d")
 
 

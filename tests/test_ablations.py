@@ -250,19 +250,19 @@ def test_labeler_ablation_runs_and_resumes_without_the_model(tmp_path, records, 
 def test_gate_sweep_is_exact_and_resumes(tmp_path, tiny_lm_dir, tiny_plain_lm_dir, arithmetic_jsonl, capsys):
     out = tmp_path / "out"
     common = [
-        "--small",
+        "--relay.small",
         str(tiny_lm_dir),
-        "--large",
+        "--relay.large",
         str(tiny_plain_lm_dir),
         "--data",
         str(arithmetic_jsonl),
-        "--reason_tokens",
+        "--relay.reason_tokens",
         "12",
-        "--answer_tokens",
+        "--relay.answer_tokens",
         "4",
-        "--granularity",
+        "--relay.granularity",
         "word",
-        "--device",
+        "--relay.device",
         "cpu",
     ]
     argv = [
@@ -273,7 +273,7 @@ def test_gate_sweep_is_exact_and_resumes(tmp_path, tiny_lm_dir, tiny_plain_lm_di
         str(out),
         "--taus",
         "[0, 0.5, 1]",
-        "--score_gold",
+        "--relay.score_gold",
         "true",
     ]
     assert ablate_gate.main(argv) == 0
@@ -302,18 +302,17 @@ def test_gate_sweep_is_exact_and_resumes(tmp_path, tiny_lm_dir, tiny_plain_lm_di
 
     # Exact: a relay gated at tau takes the same path and gives the same answer for every question.
     config = ablate_gate.config_from_yaml(ABLATIONS / "gate.yaml")
-    config = replace(
-        config,
+    relay = replace(
+        config.relay,
         small=str(tiny_lm_dir),
         large=str(tiny_plain_lm_dir),
-        data=str(arithmetic_jsonl),
         reason_tokens=12,
         answer_tokens=4,
         granularity="word",
         device="cpu",
         score_gold=True,
-        out=str(out),
     )
+    config = replace(config, relay=relay, data=str(arithmetic_jsonl), out=str(out))
     small = Agent.from_pretrained(tiny_lm_dir, device="cpu")
     large = Agent.from_pretrained(tiny_plain_lm_dir, device="cpu")
     examples = load_examples(arithmetic_jsonl)
@@ -335,9 +334,11 @@ def test_gate_sweep_is_exact_and_resumes(tmp_path, tiny_lm_dir, tiny_plain_lm_di
     assert row["transfer_rate"] == sum(g.path == "transfer" for g in gated) / 5
     assert row["accuracy"] == sum(bool(g.correct) for g in gated) / 5
     with pytest.raises(ValueError, match="other settings"):
-        ablate_gate.run_sweep(replace(config, budget=0.5), small=small, large=large, progress=False)
-    with pytest.raises(ValueError, match="engine does not take"):
-        replace(config, early_stop="confidence")
+        ablate_gate.run_sweep(
+            replace(config, relay=replace(relay, budget=0.5)), small=small, large=large, progress=False
+        )
+    with pytest.raises(ValueError, match="eval does not take relay.early_stop"):
+        replace(config, relay=replace(relay, early_stop="confidence"))
 
 
 # --------------------------------------------------------------------------- CLI

@@ -7,13 +7,14 @@ import json
 import pytest
 
 from scripts.bench_latency import BenchLatencyConfig, main
+from selector.relay import RelayConfig
 
 
 def test_bench_latency_smoke(tiny_lm_dir, tiny_plain_lm_dir, arithmetic_jsonl, tmp_path, one_thread, capsys):
     out = tmp_path / "bench"
-    args = ["--small", str(tiny_lm_dir), "--large", str(tiny_plain_lm_dir), "--data", str(arithmetic_jsonl),
-            "--dev_data", str(arithmetic_jsonl), "--out", str(out), "--limit", "3", "--reason_tokens", "12",
-            "--answer_tokens", "4", "--large_reason_tokens", "8", "--gates", "[agreement, confidence]",
+    args = ["--relay.small", str(tiny_lm_dir), "--relay.large", str(tiny_plain_lm_dir), "--data", str(arithmetic_jsonl),
+            "--dev_data", str(arithmetic_jsonl), "--out", str(out), "--limit", "3", "--relay.reason_tokens", "12",
+            "--relay.answer_tokens", "4", "--large_reason_tokens", "8", "--gates", "[agreement, confidence]",
             "--levers", "[sequential, concurrent+stop=agreement+calibrated, stop=selector]"]  # fmt: skip
     assert main(args) == 0
     printed = capsys.readouterr().out
@@ -52,8 +53,15 @@ def test_bench_latency_smoke(tiny_lm_dir, tiny_plain_lm_dir, arithmetic_jsonl, t
         ({"large_threads": -1}, "large_threads"),
         ({"gates": ["sometimes"]}, "unknown gate"),
         ({"target_accuracy": 2.0}, "target_accuracy"),
+        ({"concurrent": True}, "set per lever"),
     ],
 )
 def test_bad_settings_fail_before_any_model_loads(kw, message):
     with pytest.raises(ValueError, match=message):
-        BenchLatencyConfig(data="d.jsonl", small="/no/small", large="/no/large", **kw)
+        nested = {
+            k: v
+            for k, v in kw.items()
+            if k in ("stop_threshold", "check_every", "large_threads", "concurrent")
+        }
+        relay = RelayConfig(small="/no/small", large="/no/large", batch_size=1, **nested)
+        BenchLatencyConfig(data="d.jsonl", relay=relay, **{k: v for k, v in kw.items() if k not in nested})

@@ -75,7 +75,9 @@ def test_calibration_picks_the_tau_meeting_the_target(dev_eval, tmp_path, target
     if "target_latency" in target:
         assert chosen["latency"] <= target["target_latency"]
     # infer reads the written config: the calibrated gate, the eval run's models and options.
-    config = parse_config(InferConfig, ["--config", str(out), "--question", "2 + 3?"], "tokenrelay infer")
+    config = parse_config(
+        InferConfig, ["--config", str(out), "--question", "2 + 3?"], "tokenrelay infer"
+    ).relay
     assert (config.gate, config.tau, config.selector, config.budget) == (
         "confidence",
         pytest.approx(tau),

@@ -176,7 +176,7 @@ def test_check_early_stop_accepts_the_defaults():
 def test_infer_refuses_a_bad_signal_before_loading_a_model(capsys):
     from selector.cli import main
 
-    code = main(["infer", "--large", "/no/such/model", "--small", "/no/such/small", "--question", "2+3?",
-                 "--early_stop", "magic"])  # fmt: skip
+    code = main(["infer", "--relay.large", "/no/such/model", "--relay.small", "/no/such/small", "--question", "2+3?",
+                 "--relay.early_stop", "magic"])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and "unknown early_stop signal 'magic'" in err and "Traceback" not in err

@@ -11,6 +11,7 @@ import pytest
 from selector.agents import Agent
 from selector.cli import main
 from selector.evaluation import EvalConfig, OutputCache, build_grid, pareto_front, run_eval
+from selector.relay import RelayConfig
 from selector.scorer import ScorerConfig, TokenSelector
 
 
@@ -57,11 +58,12 @@ def hidden_selector_dir(tiny_lm_dir, tmp_path_factory):
 
 
 def _config(data, tiny_lm_dir, tiny_plain_lm_dir, out, **kw) -> EvalConfig:
+    relay = RelayConfig(small=str(tiny_lm_dir), large=str(tiny_plain_lm_dir), reason_tokens=10, answer_tokens=3,
+                        batch_size=2, granularity="word", device="cpu")  # fmt: skip
     options = {
-        "data": str(data), "small": str(tiny_lm_dir), "large": str(tiny_plain_lm_dir), "out": str(out),
+        "data": str(data), "relay": relay, "out": str(out),
         "selectors": ["none", "full", "first", "selfinfo", "random", "oracle"], "budgets": [0.25, 0.5],
-        "gates": ["always", "agreement"], "reason_tokens": 10, "answer_tokens": 3, "large_reason_tokens": 8,
-        "batch_size": 2, "granularity": "word", "device": "cpu", "plot": False, **kw,
+        "gates": ["always", "agreement"], "large_reason_tokens": 8, "plot": False, **kw,
     }  # fmt: skip
     return EvalConfig(**options)
 
@@ -75,11 +77,11 @@ def test_cli_writes_every_output_with_a_row_per_condition(
     tiny_lm_dir, tiny_plain_lm_dir, arithmetic_jsonl, hidden_selector_dir, tmp_path, capsys
 ):
     out = tmp_path / "eval"
-    args = ["eval", "--data", str(arithmetic_jsonl), "--small", str(tiny_lm_dir), "--large", str(tiny_plain_lm_dir),
+    args = ["eval", "--data", str(arithmetic_jsonl), "--relay.small", str(tiny_lm_dir), "--relay.large", str(tiny_plain_lm_dir),
             "--out", str(out), "--selectors", json.dumps(["none", "full", "selfinfo", str(hidden_selector_dir)]),
-            "--budgets", "[0.25, 0.5]", "--gates", "[always, confidence, agreement]", "--tau", "0.5",
-            "--reason-tokens", "10", "--answer-tokens", "3", "--large-reason-tokens", "8", "--batch-size", "2",
-            "--granularity", "word", "--device", "cpu"]  # fmt: skip
+            "--budgets", "[0.25, 0.5]", "--gates", "[always, confidence, agreement]", "--relay.tau", "0.5",
+            "--relay.reason-tokens", "10", "--relay.answer-tokens", "3", "--large-reason-tokens", "8", "--relay.batch-size", "2",
+            "--relay.granularity", "word", "--relay.device", "cpu"]  # fmt: skip
     assert main(args) == 0
     printed = capsys.readouterr().out
     for name in ("results.md", "results.csv", "results.json", "records.jsonl", "accuracy_vs_tokens.png",
@@ -275,18 +277,23 @@ def test_pareto_front():
 BAD = [
     (("--selectors", "[none, magic]"), "unknown selector 'magic'"),
     (("--budgets", "[0.25, 1.5]"), "ratio budget"),
-    (("--budget-kind", "topk", "--budgets", "[-1]"), "k >= 0"),
+    (("--relay.budget-kind", "topk", "--budgets", "[-1]"), "k >= 0"),
     (("--gates", "[always, sometimes]"), "unknown gate"),
     (("--conditions", "[relay, magic]"), "unknown condition"),
-    (("--tau", "2"), "tau"),
+    (("--relay.tau", "2"), "tau"),
     (("--budgets", "[]"), "at least one budget"),
-    (("--small", "null"), "--small is required"),
+    (("--relay.small", "null"), "--relay.small is required"),
+    (("--relay.concurrent", "true"), "eval does not take relay.concurrent"),
+    (("--relay.early_stop", "confidence"), "eval does not take relay.early_stop"),
+    (("--relay.keep_answer_line", "true"), "eval does not take relay.keep_answer_line"),
+    (("--relay.budget", "0.5"), "eval does not take relay.budget"),
+    (("--budget-kind", "topk"), "use --relay.budget_kind"),
 ]
 
 
 @pytest.mark.parametrize("extra, message", BAD)
 def test_bad_input_fails_before_any_model_loads(extra, message, arithmetic_jsonl, tmp_path, capsys):
-    args = ["eval", "--data", str(arithmetic_jsonl), "--small", "/no/small", "--large", "/no/large",
+    args = ["eval", "--data", str(arithmetic_jsonl), "--relay.small", "/no/small", "--relay.large", "/no/large",
             "--out", str(tmp_path / "o"), *extra]  # fmt: skip
     assert main(args) == 2
     err = capsys.readouterr().err
@@ -301,9 +308,9 @@ def test_missing_data_column_is_named(tmp_path, capsys):
         "eval",
         "--data",
         str(data),
-        "--small",
+        "--relay.small",
         "/no/small",
-        "--large",
+        "--relay.large",
         "/no/large",
         "--out",
         str(tmp_path / "o"),
@@ -323,8 +330,8 @@ def test_selector_that_does_not_fit_the_small_model_is_named(
     )
     path = wide.save_pretrained(tmp_path / "wide-selector")
     out = tmp_path / "o"
-    args = ["eval", "--data", str(arithmetic_jsonl), "--small", str(tiny_lm_dir), "--large", str(tiny_plain_lm_dir),
-            "--out", str(out), "--selectors", json.dumps(["first", str(path)]), "--device", "cpu"]  # fmt: skip
+    args = ["eval", "--data", str(arithmetic_jsonl), "--relay.small", str(tiny_lm_dir), "--relay.large", str(tiny_plain_lm_dir),
+            "--out", str(out), "--selectors", json.dumps(["first", str(path)]), "--relay.device", "cpu"]  # fmt: skip
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "wide-selector" in err and "64-wide hidden states" in err

@@ -11,14 +11,18 @@ from selector.cli import main
 
 
 def _infer(small, large, *extra):
-    return main(["infer", "--small", str(small), "--large", str(large), "--device", "cpu", *extra])
+    return main(
+        ["infer", "--relay.small", str(small), "--relay.large", str(large), "--relay.device", "cpu", *extra]
+    )
 
 
-FAST = ("--reason-tokens", "8", "--answer-tokens", "3", "--granularity", "word")
+FAST = ("--relay.reason-tokens", "8", "--relay.answer-tokens", "3", "--relay.granularity", "word")
 
 
 def test_infer_one_question(tiny_lm_dir, capsys):
-    assert _infer(tiny_lm_dir, tiny_lm_dir, "--question", "What is 2 + 3?", "--gate", "always", *FAST) == 0
+    assert (
+        _infer(tiny_lm_dir, tiny_lm_dir, "--question", "What is 2 + 3?", "--relay.gate", "always", *FAST) == 0
+    )
     out = capsys.readouterr().out
     assert "reasoning tokens" in out and "s]" in out
 
@@ -37,9 +41,9 @@ def test_infer_dataset_writes_and_resumes(tiny_lm_dir, arithmetic_jsonl, tmp_pat
         str(arithmetic_jsonl),
         "--out",
         str(out),
-        "--batch-size",
+        "--relay.batch-size",
         "2",
-        "--gate",
+        "--relay.gate",
         "agreement",
         *FAST,
     )
@@ -58,12 +62,15 @@ def test_infer_dataset_writes_and_resumes(tiny_lm_dir, arithmetic_jsonl, tmp_pat
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (("--budget", "0"), "ratio budget"),
-        (("--budget", "1.5"), "ratio budget"),
-        (("--budget-kind", "topk", "--budget", "-2"), "k >= 0"),
-        (("--budget-kind", "threshold", "--budget", "1.5"), "threshold"),
-        (("--gate", "sometimes"), "unknown gate"),
-        (("--selector", "magic"), "unknown selector 'magic'"),
+        (("--relay.budget", "0"), "ratio budget"),
+        (("--relay.budget", "1.5"), "ratio budget"),
+        (("--relay.budget-kind", "topk", "--relay.budget", "-2"), "k >= 0"),
+        (("--relay.budget-kind", "threshold", "--relay.budget", "1.5"), "threshold"),
+        (("--relay.budget-kind", "percent"), "expected one of ratio, tokens, topk, threshold"),
+        (("--relay.gate", "sometimes"), "unknown gate"),
+        (("--relay.selector", "magic"), "unknown selector 'magic'"),
+        (("--relay.granularity", "paragraph"), "expected one of token, word, sentence, auto"),
+        (("--gate", "always"), "use --relay.gate"),
         (("--image", "/no/such/picture.png"), "/no/such/picture.png"),
         (("--data", "x.jsonl"), "exactly one of"),
     ],

@@ -53,9 +53,9 @@ def test_infer_refuses_a_second_writer_before_loading_models(arithmetic_jsonl, t
         str(arithmetic_jsonl),
         "--out",
         str(out),
-        "--large",
+        "--relay.large",
         "/no/large",
-        "--gate",
+        "--relay.gate",
         "never",
     ]
     with OutputLock(out):
@@ -72,9 +72,9 @@ def test_eval_refuses_a_second_writer_before_loading_models(arithmetic_jsonl, tm
         "eval",
         "--data",
         str(arithmetic_jsonl),
-        "--small",
+        "--relay.small",
         "/no/small",
-        "--large",
+        "--relay.large",
         "/no/large",
         "--out",
         str(out),
@@ -207,8 +207,8 @@ def test_other_corrupt_jsonl_lines_are_errors_naming_file_and_line(tmp_path):
 
 def test_infer_resumes_past_a_torn_line(tiny_lm_dir, arithmetic_jsonl, tmp_path, capsys):
     out = tmp_path / "results.jsonl"
-    args = ["infer", "--data", str(arithmetic_jsonl), "--out", str(out), "--large", str(tiny_lm_dir),
-            "--gate", "never", "--answer-tokens", "2", "--device", "cpu", "--limit", "2"]  # fmt: skip
+    args = ["infer", "--data", str(arithmetic_jsonl), "--out", str(out), "--relay.large", str(tiny_lm_dir),
+            "--relay.gate", "never", "--relay.answer-tokens", "2", "--relay.device", "cpu", "--limit", "2"]  # fmt: skip
     assert tokenrelay(args) == 0
     whole = out.read_text()
     out.write_text(whole + whole.splitlines()[0][:20])  # a kill mid-write of a third record
@@ -245,9 +245,9 @@ def test_a_missing_column_is_named_in_command_line_terms(tmp_path, capsys):
         str(data),
         "--out",
         str(tmp_path / "r.jsonl"),
-        "--large",
+        "--relay.large",
         "/no/large",
-        "--gate",
+        "--relay.gate",
         "never",
     ]
     assert tokenrelay(args) == 2

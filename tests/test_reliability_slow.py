@@ -59,7 +59,7 @@ def problems(tmp_path) -> Path:
 def test_real_pair_reasons_and_labels_resumably(small, large, problems, tmp_path):
     traces, labels = tmp_path / "traces", tmp_path / "labels"
     reason = ["reason", "--data", str(problems), "--model", str(small), "--out", str(traces),
-              "--max-new-tokens", "48", "--hidden-layer", "-1", "--device", "cpu"]  # fmt: skip
+              "--max-new-tokens", "48", "--hidden-layer", "-1", "--relay.device", "cpu"]  # fmt: skip
     assert tokenrelay([*reason, "--limit", "1"]) == 0
     assert tokenrelay(reason) == 0  # resumes: only the second problem is reasoned
     written = read_records(traces)
@@ -78,8 +78,8 @@ def test_real_pair_reasons_and_labels_resumably(small, large, problems, tmp_path
 
 
 def test_real_pair_relay_answers_a_question(small, large, capsys):
-    args = ["infer", "--small", str(small), "--large", str(large), "--device", "cpu", "--gate", "always",
-            "--selector", "first", "--budget", "0.5", "--reason-tokens", "48", "--answer-tokens", "8",
+    args = ["infer", "--relay.small", str(small), "--relay.large", str(large), "--relay.device", "cpu", "--relay.gate", "always",
+            "--relay.selector", "first", "--relay.budget", "0.5", "--relay.reason-tokens", "48", "--relay.answer-tokens", "8",
             "--question", "Solve for x: 3*x + 4 = 19. Give the value of x."]  # fmt: skip
     assert tokenrelay(args) == 0
     out = capsys.readouterr().out
@@ -93,8 +93,8 @@ def test_shipped_real_selector_fits_the_real_small_model(small, large, capsys):
         pytest.skip(
             f"TOKENRELAY_SMALL has hidden size {width}; the shipped selector needs Qwen2.5-Coder-0.5B (896)"
         )
-    args = ["infer", "--small", str(small), "--large", str(large), "--device", "cpu", "--gate", "always",
-            "--selector", str(REAL_SELECTOR), "--budget", "0.25", "--reason-tokens", "48", "--answer-tokens", "8",
+    args = ["infer", "--relay.small", str(small), "--relay.large", str(large), "--relay.device", "cpu", "--relay.gate", "always",
+            "--relay.selector", str(REAL_SELECTOR), "--relay.budget", "0.25", "--relay.reason-tokens", "48", "--relay.answer-tokens", "8",
             "--question", "Solve for x: 3*x + 4 = 19. Give the value of x."]  # fmt: skip
     assert tokenrelay(args) == 0
     assert "reasoning tokens" in capsys.readouterr().out

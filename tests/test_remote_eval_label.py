@@ -13,6 +13,7 @@ import pytest
 from selector.agents import Agent
 from selector.cli import main
 from selector.evaluation import EvalConfig, run_eval
+from selector.relay import RelayConfig
 from selector.remote import RemoteConfig
 from selector.scorer import ScorerConfig, TokenSelector
 from selector.shards import ShardWriter, read_records
@@ -41,10 +42,11 @@ def _records(out) -> dict[tuple[str, str], dict]:
 def test_eval_with_remote_models_equals_in_process(
     remote_small, engine, tiny_lm_dir, arithmetic_jsonl, tmp_path, one_thread
 ):
+    relay = RelayConfig(small=str(tiny_lm_dir), large=str(tiny_lm_dir), reason_tokens=8, answer_tokens=3,
+                        granularity="word", device="cpu")  # fmt: skip
     options = {
-        "data": str(arithmetic_jsonl), "limit": 2, "small": str(tiny_lm_dir), "large": str(tiny_lm_dir),
-        "conditions": ["large_direct", "relay"], "selectors": ["none", "full", "first"], "budgets": [0.5],
-        "reason_tokens": 8, "answer_tokens": 3, "granularity": "word", "device": "cpu", "plot": False,
+        "data": str(arithmetic_jsonl), "limit": 2, "relay": relay, "conditions": ["large_direct", "relay"],
+        "selectors": ["none", "full", "first"], "budgets": [0.5], "plot": False,
     }  # fmt: skip
     run_eval(EvalConfig(**options, out=str(tmp_path / "local")), progress=False)
     endpoint = RemoteConfig(base_url=engine, model="tokenrelay-large")
@@ -113,7 +115,7 @@ def test_what_a_remote_model_cannot_do_is_refused_before_any_work(
     ).save_pretrained(tmp_path / "hidden-selector")  # fmt: skip
     dead = f"http://127.0.0.1:{_closed_port()}/v1"  # any request there would fail: none is made
     missing = str(tmp_path / "no-such-model")  # nor is any model loaded
-    argv = ["eval", "--data", str(arithmetic_jsonl), "--small", str(tiny_lm_dir), "--large", missing,
+    argv = ["eval", "--data", str(arithmetic_jsonl), "--relay.small", str(tiny_lm_dir), "--relay.large", missing,
             "--out", str(tmp_path / "eval"), "--selectors", json.dumps([str(selector)]), "--budgets", "[0.5]",
             "--small_endpoint.base_url", dead, "--small_endpoint.model", "m"]  # fmt: skip
     assert main(argv) == 2

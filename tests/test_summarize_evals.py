@@ -31,11 +31,11 @@ def two_runs(tiny_lm_dir, tiny_plain_lm_dir, tmp_path_factory):
                 for i in range(offset, offset + 4)]  # fmt: skip
         data.write_text("".join(json.dumps(r) + "\n" for r in rows))
         out = root / f"eval_{task}"
-        args = ["eval", "--data", str(data), "--small", str(tiny_lm_dir), "--large", str(tiny_plain_lm_dir),
+        args = ["eval", "--data", str(data), "--relay.small", str(tiny_lm_dir), "--relay.large", str(tiny_plain_lm_dir),
                 "--out", str(out), "--selectors", json.dumps(["none", "full", "selfinfo", "last", str(selector)]),
                 "--budgets", "[0.5]", "--gates", "[always]", "--conditions", "[large_direct, relay]",
-                "--reason-tokens", "10", "--answer-tokens", "3", "--batch-size", "2", "--granularity", "word",
-                "--device", "cpu", "--plot", "false"]  # fmt: skip
+                "--relay.reason-tokens", "10", "--relay.answer-tokens", "3", "--relay.batch-size", "2", "--relay.granularity", "word",
+                "--relay.device", "cpu", "--plot", "false"]  # fmt: skip
         assert tokenrelay(args) == 0
         runs[task] = out
     return runs

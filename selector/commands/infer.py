@@ -1,7 +1,8 @@
 """`tokenrelay infer`: run the relay on one question or on a dataset (results as resumable JSONL).
 
 All options are checked when the config is read, before any model loads: budget, gate, selector
-name, and for a single question its image file.
+name, and for a single question its image file. The relay's options are one nested ``RelayConfig``
+(``--relay.budget 0.5``, a ``relay:`` block in YAML); the rest say what to answer and where to write.
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ PROG = "tokenrelay infer"
 
 
 @dataclass
-class InferConfig(RelayConfig):
+class InferConfig:
     """`tokenrelay infer`: the large model answers, from the small model's key reasoning when necessary."""
 
+    relay: RelayConfig = field(default_factory=RelayConfig)
+    """The relay: models, selector, budget, gate, tokens, device (--relay.KEY, or a `relay:` block in YAML)."""
     question: str | None = None
     """One question to answer (or use --data)."""
     image: str | None = None
@@ -44,7 +47,6 @@ class InferConfig(RelayConfig):
     """Column names in the data."""
 
     def __post_init__(self) -> None:
-        super().__post_init__()
         if (self.question is None) == (self.data is None):
             raise ValueError("give exactly one of --question TEXT or --data FILE")
         if self.question is not None and not self.question.strip():
@@ -58,15 +60,10 @@ class InferConfig(RelayConfig):
                 raise FileNotFoundError(f"image file {self.image!r} does not exist")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1, got {self.limit}")
-        if self.large is None:
-            raise ValueError("--large is required (the answering model)")
-        if self.small is None and self.gate != "never":
-            raise ValueError(f"--small is required with gate {self.gate!r}")
-
-    def relay_config(self) -> RelayConfig:
-        from dataclasses import fields
-
-        return RelayConfig(**{f.name: getattr(self, f.name) for f in fields(RelayConfig)})
+        if self.relay.large is None:
+            raise ValueError("--relay.large is required (the answering model)")
+        if self.relay.small is None and self.relay.gate != "never":
+            raise ValueError(f"--relay.small is required with gate {self.relay.gate!r}")
 
 
 def infer_config(path: str) -> InferConfig:
@@ -134,9 +131,9 @@ def _run_infer(config: InferConfig, relay: Relay | None) -> list[RelayResult]:
         examples = [ex for ex in examples if ex.id not in done]
     if not examples:
         return []
-    relay = relay or Relay.from_config(config.relay_config())
+    relay = relay or Relay.from_config(config.relay)
     results: list[RelayResult] = []
-    size = config.batch_size
+    size = config.relay.batch_size
     for start in range(0, len(examples), size):  # write after each batch: an interrupted run resumes
         batch = relay.run(examples[start : start + size], progress=len(examples) > size)
         results.extend(batch)

@@ -118,24 +118,28 @@ def checkpoint_root(config: DemoConfig) -> Path:
 def demo_eval_config(config: DemoConfig, root: Path, data: Path):
     """The evaluation engine's config this preset stands for."""
     from ..evaluation import EvalConfig
+    from ..relay import RelayConfig
 
-    return EvalConfig(
-        data=str(data),
+    relay = RelayConfig(
         small=str(root / "small"),
         large=str(root / "large"),
-        out=config.out,
-        selectors=[str(root / "selector"), "full", *config.baselines],
-        budgets=list(config.budgets),
-        gates=["always", config.gate],
         tau=config.tau,
-        conditions=["large_direct", "large_reasoning", "small_reasoning", "relay"],
         reason_tokens=config.reason_tokens,
-        large_reason_tokens=config.reason_tokens,
         answer_tokens=config.answer_tokens,
         batch_size=config.batch_size,
         dtype="float32",
         device="cpu",
         seed=config.seed,
+    )
+    return EvalConfig(
+        data=str(data),
+        relay=relay,
+        out=config.out,
+        selectors=[str(root / "selector"), "full", *config.baselines],
+        budgets=list(config.budgets),
+        gates=["always", config.gate],
+        conditions=["large_direct", "large_reasoning", "small_reasoning", "relay"],
+        large_reason_tokens=config.reason_tokens,
         plot=config.plot,
     )
 

@@ -10,8 +10,10 @@ max(direct, small reasoning) + selection + the final answer (an estimate; `scrip
 measures it). Candidate taus are 0, the midpoints between neighbouring observed probabilities, and 1.
 
 With ``target_accuracy`` the fastest (selector, budget, tau) reaching it wins; with ``target_latency``
-the most accurate one within it. The choice is written as a relay config YAML (`tokenrelay infer
---config FILE --question ...` reads it) holding the eval run's models and relay options.
+the most accurate one within it. The choice is written as a `tokenrelay infer` config YAML: a
+``relay:`` block holding the eval run's models and relay options (`tokenrelay infer --config FILE
+--question ...` reads it). Eval runs written before the relay options were nested (flat keys in
+results.json's config) are read too.
 """
 
 from __future__ import annotations
@@ -173,9 +175,12 @@ def calibrate(config: CalibrateConfig) -> dict:
 
 
 def _relay_options(result: dict, row: dict, best: Candidate, config: CalibrateConfig) -> dict:
+    from ..baselines import BASELINES
     from .grid import selector_labels
 
     evalcfg = result.get("config", {})
+    flat = "relay" not in evalcfg  # an eval run from before the nested relay config
+    relaycfg = evalcfg if flat else evalcfg["relay"]
     labels = selector_labels(evalcfg.get("selectors") or [row["selector"]])
     selector = next((s for s, lab in labels.items() if lab == row["selector"]), row["selector"])
     options = {"small": result.get("small"), "large": result.get("large"), "selector": selector}
@@ -184,7 +189,9 @@ def _relay_options(result: dict, row: dict, best: Candidate, config: CalibrateCo
     else:
         options.update(budget=1.0, budget_kind="ratio")
     options.update(gate="confidence", tau=round(best.tau, 6))
-    options.update({k: evalcfg[k] for k in RELAY_FIELDS if k in evalcfg})
+    options.update({k: relaycfg[k] for k in RELAY_FIELDS if k in relaycfg})
+    if flat and selector not in BASELINES:  # its granularity was for baselines: a trained one used its own
+        options["granularity"] = "auto"
     if config.concurrent:
         options["concurrent"] = True
     from ..relay import RelayConfig
@@ -210,7 +217,7 @@ def _write_yaml(path: Path, relay: dict, best: Candidate, config: CalibrateConfi
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(head + yaml.safe_dump(relay, sort_keys=False))
+    tmp.write_text(head + yaml.safe_dump({"relay": relay}, sort_keys=False))
     os.replace(tmp, path)
 
 

@@ -40,7 +40,7 @@ from ..data import Example, load_examples
 from ..progress import progress_bar
 from ..prompts import answer_target
 from ..reasoning import ReasoningView, UnitScorer
-from ..relay import Relay, RelayConfig, RelayResult, StageStats, check_images
+from ..relay import Relay, RelayConfig, RelayResult, StageStats, check_images, resolve_granularity
 from ..remote import HIDDEN_SELECTOR_ERROR, RemoteAgent, RemoteConfig
 from ..selection import Transfer
 from .cache import CachedAgent, OutputCache, files_fingerprint, image_keys
@@ -137,15 +137,15 @@ class _EvalRelay(Relay):
 
 
 def _load_agents(config: EvalConfig) -> tuple[Agent | RemoteAgent | None, Agent | RemoteAgent]:
-    load = {"dtype": config.dtype, "device": config.device}
+    load = {"dtype": config.relay.dtype, "device": config.relay.device}
 
     def agent(endpoint: RemoteConfig | None, path: str | None):
         if endpoint is not None:  # as `tokenrelay serve` builds one: the model path is its tokenizer
             return RemoteAgent(replace(endpoint, tokenizer=endpoint.tokenizer or path))
         return Agent.from_pretrained(path, **load)
 
-    large = agent(config.large_endpoint, config.large)
-    small = agent(config.small_endpoint, config.small) if config.needs_small else None
+    large = agent(config.large_endpoint, config.relay.large)
+    small = agent(config.small_endpoint, config.relay.small) if config.needs_small else None
     return small, large
 
 
@@ -176,6 +176,10 @@ def run_eval(
         for s in config.selectors:
             kwargs = config.relay_config(s, "always", None).selector_kwargs(s) if s in BASELINES else {}
             selectors[s] = load_selector(s, **kwargs)
+            try:  # units that do not fit a trained selector stop the run before any model loads
+                resolve_granularity(config.relay.granularity, selectors[s])
+            except ValueError as err:
+                raise ValueError(f"selector {s!r}: {err}") from err
     if agents is None and config.small_endpoint is not None and config.needs_small:
         backbone = {
             s: getattr(getattr(sel, "config", None), "backbone", None) for s, sel in selectors.items()
@@ -207,7 +211,7 @@ def run_eval(
         layers = [r.hidden_layer for r in relays.values() if r.hidden_layer is not None]
         small.hidden_layer = layers[0] if layers else None
     base = config.relay_config("full", "always", None)
-    direct_relay = Relay(None, large, "none", RelayConfig(**{**asdict(base), "gate": "never"}))
+    direct_relay = Relay(None, large, "none", replace(base, gate="never"))
     reasoner = (
         _EvalRelay(small, large, "full", base, cache, selector_fingerprint("full", config))
         if small is not None
@@ -216,7 +220,7 @@ def run_eval(
     if small is not None:
         reasoner.hidden_layer = small.hidden_layer
 
-    n, size = len(examples), config.batch_size
+    n, size = len(examples), config.relay.batch_size
     batches = [examples[i : i + size] for i in range(0, n, size)]
     results: dict[str, list[RelayResult]] = {}
     f_none: list[float] = []
@@ -246,7 +250,7 @@ def run_eval(
                 images = [p.images for p in full_parts]
                 if relay_full:  # the full relay's answer will be wanted too: from the same prefill
                     _, scores = large.answer_and_score(
-                        pairs, golds, images=images, max_new_tokens=config.answer_tokens
+                        pairs, golds, images=images, max_new_tokens=config.relay.answer_tokens
                     )
                 else:
                     scores = large.score(pairs, golds, images=images, batch_size=size)
@@ -261,12 +265,7 @@ def run_eval(
             results["small_reasoning"] = small_results
         if "large_reasoning" in config.conditions:
             task = bar.add_task("large own reasoning", total=n)
-            own = Relay(
-                large,
-                large,
-                "full",
-                RelayConfig(**{**asdict(base), "reason_tokens": config.large_reason_tokens}),
-            )
+            own = Relay(large, large, "full", replace(base, reason_tokens=config.large_reason_tokens))
             rows = []
             for batch in batches:
                 for ex, gen in zip(batch, own.reason(batch)):
@@ -298,9 +297,9 @@ def run_eval(
     result = {
         "questions": n,
         "data": str(config.data),
-        "small": config.small,
-        "large": config.large,
-        "budget_kind": config.budget_kind,
+        "small": config.relay.small,
+        "large": config.relay.large,
+        "budget_kind": config.relay.budget_kind,
         "gain_min_nats": config.gain_min_nats,
         "full_helps": sum(
             1 for a, b in zip(f_all, f_none) if a is not None and a - b >= config.gain_min_nats

@@ -5,16 +5,14 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..baselines import BASELINES, check_selector_name
+from ..baselines import BASELINES
 from ..data import ColumnMap
-from ..gating import GATES, check_gate
+from ..gating import GATES
 from ..relay import RelayConfig
 from ..remote import RemoteConfig
-from ..selection import check_budget
-from ..units import GRANULARITIES
 
 __all__ = [
     "CONDITIONS",
@@ -47,16 +45,16 @@ class EvalConfig:
     """Split to read from a DatasetDict folder or hub dataset."""
     limit: int | None = None
     """Use only the first N examples."""
-    small: str | None = None
-    """The small (reasoning) model: a local folder or hub id (needed for small_reasoning and relay)."""
-    large: str | None = None
-    """The large (answering) model: a local folder or hub id."""
+    relay: RelayConfig = field(default_factory=RelayConfig)
+    """What every relay cell shares (models, budget_kind, tau, units, tokens, batch size, device, ...);
+    each cell takes its selector, budget and gate from selectors, budgets and gates. relay.small is
+    needed for small_reasoning and relay; relay.large always (or large_endpoint.tokenizer)."""
     small_endpoint: RemoteConfig | None = None
-    """Run the small model behind an OpenAI-compatible engine (vLLM, `tokenrelay serve`); ``small`` (or
+    """Run the small model behind an OpenAI-compatible engine (vLLM, `tokenrelay serve`); relay.small (or
     small_endpoint.tokenizer) is then the local folder of its tokenizer. Not with the 'hidden' selector."""
     large_endpoint: RemoteConfig | None = None
     """Run the large model behind an OpenAI-compatible engine; its gold-answer log-probs come from the
-    engine's prompt log-probs (vLLM's prompt_logprobs). ``large``: its tokenizer folder."""
+    engine's prompt log-probs (vLLM's prompt_logprobs). relay.large: its tokenizer folder."""
     out: str = "runs/eval"
     """Output folder: results.md/.csv/.json, records.jsonl, plots, and cache/ (model outputs, reused)."""
     selectors: list[str] = field(
@@ -64,42 +62,16 @@ class EvalConfig:
     )
     """Relay selectors: trained checkpoint folders and/or none, full, random, first, last, selfinfo, oracle."""
     budgets: list[float] = field(default_factory=lambda: [0.1, 0.25, 0.5])
-    """Budgets for every selector but none/full (ratios of the reasoning's large-model tokens by default)."""
-    budget_kind: str = "ratio"
-    """What the budgets count: ratio, tokens, topk, or threshold."""
+    """Budgets for every selector but none/full, counted as relay.budget_kind says (ratios by default)."""
     gates: list[str] = field(default_factory=lambda: ["always"])
     """Relay gates: always, confidence, agreement ('never' is the large_direct condition)."""
-    tau: float = 0.5
-    """The confidence gate's threshold on the large model's direct-answer probability."""
     conditions: list[str] = field(default_factory=lambda: list(CONDITIONS))
     """Conditions to run: large_direct, large_reasoning (its own step-by-step answer),
     small_reasoning (the small model's own answer), relay (the selector x budget x gate grid)."""
-    granularity: str = "sentence"
-    """Units for baseline selectors: token, word, or sentence (a trained selector uses its own)."""
-    force_numbers: bool = False
-    """Always keep units that hold a number (counted against the budget)."""
-    force_last: bool = False
-    """Always keep the reasoning's last unit (counted against the budget)."""
-    selfinfo_reduce: str = "sum"
-    """selfinfo selector: sum (Selective Context) or mean of token self-information per unit."""
-    parallel: bool = False
-    """Latency as if the small model ran alongside the large direct answer (see selector.relay)."""
-    reason_tokens: int = 256
-    """Cap on the small model's reasoning tokens."""
-    answer_tokens: int = 16
-    """Cap on the large model's answer tokens (its answer is the first line)."""
     large_reason_tokens: int = 512
     """Cap on the large model's own reasoning tokens (large_reasoning condition)."""
-    batch_size: int = 8
-    """Questions per batch (stage times are the batch's wall time: 1 gives exact per-question latency)."""
     gain_min_nats: float = 1.0
     """Gain recovered is averaged over problems where f(all) - f(none) is at least this many nats."""
-    dtype: str = "float32"
-    """Model dtype: float32, bfloat16, float16 or auto."""
-    device: str = "auto"
-    """cpu, cuda, cuda:N or auto."""
-    seed: int = 0
-    """Seed of the random selector."""
     plot: bool = True
     """Write the PNG plots (accuracy vs transferred tokens, accuracy vs latency with the Pareto front)."""
 
@@ -107,10 +79,13 @@ class EvalConfig:
         if not self.data or not str(self.data).strip():
             raise ValueError("--data is required: questions with gold answers")
         large_tokenizer = self.large_endpoint is not None and self.large_endpoint.tokenizer is not None
-        if (not self.large or not str(self.large).strip()) and not large_tokenizer:
-            raise ValueError("--large is required (the answering model, or large_endpoint.tokenizer)")
+        if not self.relay.large and not large_tokenizer:
+            raise ValueError("--relay.large is required (the answering model, or large_endpoint.tokenizer)")
         if not str(self.out).strip():
             raise ValueError("--out is empty")
+        for name, default, why in _NOT_IN_GRID:
+            if getattr(self.relay, name) != default:
+                raise ValueError(f"eval does not take relay.{name} = {getattr(self.relay, name)!r}: {why}")
         self.conditions = _unique(self.conditions, "conditions")
         self.gates = _unique(self.gates, "gates")
         unknown = [c for c in self.conditions if c not in CONDITIONS]
@@ -123,7 +98,6 @@ class EvalConfig:
             self.gates = [g for g in self.gates if g != "never"]
             if "large_direct" not in self.conditions:
                 self.conditions = ["large_direct", *self.conditions]
-        check_gate("confidence", self.tau)
         if not self.conditions:
             raise ValueError("no conditions to run")
         if "relay" in self.conditions:
@@ -132,18 +106,15 @@ class EvalConfig:
             self.selectors = _unique([str(s) for s in self.selectors], "selectors")
             if not self.selectors:
                 raise ValueError("the relay condition needs at least one selector")
-            for name in self.selectors:
-                check_selector_name(name)
             if any(s not in FIXED_SELECTORS for s in self.selectors) and not self.budgets:
                 raise ValueError("give at least one budget for the selectors other than none/full")
-        for b in self.budgets:
-            check_budget(self.budget_kind, b)
         self.budgets = sorted(set(self.budgets))
-        if self.granularity not in GRANULARITIES:
-            raise ValueError(f"unknown granularity {self.granularity!r}; expected one of {GRANULARITIES}")
-        if self.selfinfo_reduce not in ("sum", "mean"):
-            raise ValueError(f"selfinfo_reduce must be 'sum' or 'mean', got {self.selfinfo_reduce!r}")
-        for name in ("reason_tokens", "answer_tokens", "large_reason_tokens", "batch_size"):
+        # Every cell's relay is checked where relay options are defined: RelayConfig.__post_init__.
+        for gate in self.gates or ["always"]:
+            for s in self.selectors if "relay" in self.conditions else ["full"]:
+                for b in self.budgets or [None]:
+                    self.relay_config(s, gate, b)
+        for name in ("large_reason_tokens",):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.limit is not None and self.limit < 1:
@@ -151,34 +122,34 @@ class EvalConfig:
         if not math.isfinite(self.gain_min_nats) or self.gain_min_nats <= 0:
             raise ValueError(f"gain_min_nats must be > 0, got {self.gain_min_nats}")
         small_tokenizer = self.small_endpoint is not None and self.small_endpoint.tokenizer is not None
-        if self.needs_small and (not self.small or not str(self.small).strip()) and not small_tokenizer:
-            raise ValueError("--small is required for the small_reasoning and relay conditions")
+        if self.needs_small and not self.relay.small and not small_tokenizer:
+            raise ValueError("--relay.small is required for the small_reasoning and relay conditions")
 
     @property
     def needs_small(self) -> bool:
         return "small_reasoning" in self.conditions or "relay" in self.conditions
 
     def relay_config(self, selector: str, gate: str, budget: float | None) -> RelayConfig:
-        """The relay's config for one grid cell (gold answers always scored)."""
-        return RelayConfig(
+        """The relay's config for one grid cell (gold answers always scored); ``budget`` None: the
+        whole reasoning (none / full)."""
+        kind = "ratio" if budget is None else self.relay.budget_kind
+        return replace(
+            self.relay,
             selector=selector,
             budget=1.0 if budget is None else budget,
-            budget_kind="ratio" if budget is None else self.budget_kind,
+            budget_kind=kind,
             gate=gate,
-            tau=self.tau,
-            granularity=self.granularity,
-            force_numbers=self.force_numbers,
-            force_last=self.force_last,
-            reason_tokens=self.reason_tokens,
-            answer_tokens=self.answer_tokens,
-            batch_size=self.batch_size,
-            parallel=self.parallel,
-            dtype=self.dtype,
-            device=self.device,
-            seed=self.seed,
-            selfinfo_reduce=self.selfinfo_reduce,
             score_gold=True,
         )
+
+
+_NOT_IN_GRID = (
+    ("budget", None, "a grid cell's budget comes from budgets (counted as relay.budget_kind says)"),
+    ("keep_answer_line", False, "the grid transfers the reasoning alone, as the labels measure it"),
+    ("concurrent", False, "eval's latency is the sum of cached stage times (scripts.bench_latency measures it live)"),
+    ("early_stop", "none", "eval caches whole reasonings (scripts.bench_latency measures early stopping)"),
+)  # fmt: skip
+"""Relay options a grid cannot honour: eval refuses them rather than ignore them."""
 
 
 def _unique(values: Sequence, what: str) -> list:
@@ -249,5 +220,5 @@ def build_grid(config: EvalConfig) -> list[Condition]:
         for gate in config.gates:
             for s in config.selectors:
                 budgets = [None] if s in FIXED_SELECTORS else config.budgets
-                grid += [Condition("relay", s, labels[s], b, gate, config.budget_kind) for b in budgets]
+                grid += [Condition("relay", s, labels[s], b, gate, config.relay.budget_kind) for b in budgets]
     return grid

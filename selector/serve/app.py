@@ -339,7 +339,7 @@ def _relay_block(outcome: ChatOutcome, job: ChatJob) -> dict:
         "fallback": outcome.fallback,
         "gate": cfg.gate,
         "tau": cfg.tau,
-        "budget": cfg.budget,
+        "budget": cfg.budget_value,
         "budget_kind": cfg.budget_kind,
         "selector": cfg.selector,
         "direct_answer": r.direct_answer,

@@ -59,7 +59,7 @@ class ChatJob:
         """Requests with equal keys can share one relay batch."""
         c = self.config
         return (
-            c.budget,
+            c.budget_value,
             c.budget_kind,
             c.gate,
             c.tau,

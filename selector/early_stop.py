@@ -98,6 +98,8 @@ class StreamResult:
     """The last trial answer computed (the one that stopped the stream, when it stopped early)."""
     trials: list[dict] = field(default_factory=list)
     """Per check: units, tokens, trial answer and its probability (None when not computed)."""
+    threads: int | None = None
+    """Torch threads of the generating thread when the stream ended (a concurrent relay may raise them)."""
 
 
 def _count_units(text: str) -> int:
@@ -228,6 +230,7 @@ def stream_generate(
         prefill_s=first - start,
         decode_s=end - first,
     )
+    result.threads = torch.get_num_threads()
     return result
 
 
@@ -277,10 +280,17 @@ def reason_streams(relay, batch: Sequence, need: list[int], known: dict) -> list
         prompt = reasoning_prompt(relay.small, ex.question, choices=ex.choices, images=ex.images,
                                   template=relay.template)  # fmt: skip
         cancel = None
-        if cfg.concurrent and gate.kind == "confidence":
+        if cfg.concurrent:
+            gated = gate.kind == "confidence"
+            handoff = cfg.handoff_threads and relay.threads[1] < relay.total_threads
 
-            def cancel(i=i) -> bool:
-                return i in known and not gate.transfer(*known[i], None)
+            def cancel(i=i, gated=gated, handoff=handoff) -> bool:
+                """Asked before every token: the direct answer may have arrived meanwhile."""
+                if i not in known:
+                    return False
+                if handoff and torch.get_num_threads() < relay.total_threads:
+                    torch.set_num_threads(relay.total_threads)  # the large worker is idle now
+                return gated and not gate.transfer(*known[i], None)
 
         stream = stream_generate(
             relay.small, prompt.text, images=prompt.images, max_new_tokens=cfg.reason_tokens,

@@ -18,7 +18,9 @@ small model's reasoning each in its own worker thread with its own torch thread 
 release the GIL, so on a CPU the two overlap on their own cores; on a GPU both models stay
 resident). Latency is then measured wall time, from the batch's start to the moment its answer is
 ready. Answers are those of the sequential relay. Under the confidence gate a confident question is
-answered as soon as the direct answer is, and its small-model stream is cancelled.
+answered as soon as the direct answer is, and its small-model stream is cancelled. Once the direct
+answer is in, the small model's stream takes every thread (``handoff_threads``): the overlap costs it
+only the direct answer's time at its share of the cores.
 
 ``early_stop`` (see ``selector.early_stop``) streams the small model's reasoning and stops it at a
 unit boundary once a cheap check says it is enough; the relay transfers what it has. A stream that
@@ -259,7 +261,7 @@ class Relay:
             r.reasoning = gen.text
             r.small_answer = extract_answer(gen.text)
             if stream is not None:
-                r.stop_checks = stream.checks
+                r.stop_checks, r.small_threads_end = stream.checks, stream.threads
                 if gen.finish_reason == "early_stop" and stream.trial is not None:
                     r.small_answer = stream.trial.answer
             if gate.kind != "confidence":
@@ -316,6 +318,11 @@ class Relay:
 
     # ------------------------------------------------------------------ concurrency and streaming
     @property
+    def total_threads(self) -> int:
+        """Torch threads of the process when the relay was built (what the concurrent workers share)."""
+        return self._total_threads
+
+    @property
     def threads(self) -> tuple[int, int]:
         """Torch threads of the (large, small) workers of a concurrent relay."""
         total = self._total_threads
@@ -345,7 +352,13 @@ class Relay:
     @property
     def streams(self) -> bool:
         """Whether the small model streams its reasoning (question by question) instead of one batch."""
-        return self.config.early_stop != "none" or (self.config.concurrent and self.gate.kind == "confidence")
+        cfg = self.config
+        # A concurrent stream can cancel itself (confidence gate) or take over the large worker's threads
+        # once the direct answer is in (handoff_threads); batch 1 streams at no cost.
+        concurrent = cfg.concurrent and (
+            self.gate.kind == "confidence" or (cfg.handoff_threads and cfg.batch_size == 1)
+        )
+        return cfg.early_stop != "none" or concurrent
 
     def _reason(
         self, batch: Sequence[Example], need: list[int], known: dict

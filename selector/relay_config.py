@@ -72,6 +72,9 @@ class RelayConfig:
     """concurrent: torch threads of the large model's worker (0 = half the process's threads, rounded up)."""
     small_threads: int = 0
     """concurrent: torch threads of the small model's worker (0 = the other half, at least 1)."""
+    handoff_threads: bool = True
+    """concurrent: once the large model's direct answer is in, the small model's worker takes every
+    thread of the process (the large worker is idle until the transfer), instead of keeping its share."""
     early_stop: str = "none"
     """Stop the small model's reasoning early: none, confidence, agreement, or selector (selector.early_stop)."""
     stop_threshold: float = 0.9
@@ -185,6 +188,8 @@ class RelayResult:
     """How the small model's reasoning ended: stop, length, early_stop, or cancelled (None: it did not run)."""
     stop_checks: int = 0
     """Early-stop checks run on the small model's reasoning (their seconds are inside its stage)."""
+    small_threads_end: int | None = None
+    """Torch threads the small model's worker had when its reasoning ended (streamed reasoning only)."""
 
     def to_record(self) -> dict:
         """A flat JSON-friendly dict (stage stats as nested dicts)."""

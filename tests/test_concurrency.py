@@ -120,3 +120,22 @@ def test_each_worker_keeps_its_own_thread_count(small, large):
             lambda: (torch.randn(64, 64) @ torch.randn(64, 64), torch.get_num_threads())[1],
         )
         assert (a.result(), b.result()) == (3, 1)
+
+
+@pytest.mark.parametrize("handoff", [True, False])
+def test_small_stream_takes_the_idle_threads_once_the_direct_answer_is_in(small, large, handoff):
+    """Batch 1, concurrent: the small model streams, and with handoff_threads it raises its thread count to the
+    process's once the large worker's direct answer is in (a 96-token reasoning outlasts a 4-token answer)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        kw = dict(reason_tokens=96, gate="agreement", batch_size=1)
+        seq = _run(small, large, **kw)
+        conc = _run(
+            small, large, **kw, concurrent=True, large_threads=1, small_threads=1, handoff_threads=handoff
+        )
+    finally:
+        torch.set_num_threads(before)
+    _same(seq, conc)
+    # without handoff the small model is not streamed (one generate call at its share of the threads)
+    assert [r.small_threads_end for r in conc] == [2 if handoff else None] * len(EXAMPLES)

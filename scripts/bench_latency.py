@@ -234,10 +234,11 @@ def run_bench(
         for lever in config.levers:
             relay_config = config.lever_config(lever, tau)
             relay = Relay(small, large, relay_config.selector, relay_config)
-            # One file per lever and settings: a changed tau or threshold never resumes another's results.
+            # One file per lever and settings: a changed tau or threshold never resumes another's results;
+            # a larger --limit resumes it (results are per question).
             # Keyed with the budget and units in force, so `null` / `auto` and their values share a file.
             settings = replace(relay_config, budget=relay_config.budget_value, granularity=relay.granularity)
-            path = out / "live" / f"{lever}-{digest(asdict(settings), config.data, config.limit)[:10]}.jsonl"
+            path = out / "live" / f"{lever}-{digest(asdict(settings), config.data)[:10]}.jsonl"
             results = _live(lever, relay, examples, path, bar)
             large_t, small_t = relay.threads if relay.config.concurrent else (cores, cores)
             metrics = condition_metrics(results, f_none, f_all, 1.0, True)

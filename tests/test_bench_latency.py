@@ -39,6 +39,11 @@ def test_bench_latency_smoke(tiny_lm_dir, tiny_plain_lm_dir, arithmetic_jsonl, t
     assert {p.name: p.read_text() for p in (out / "live").iterdir()} == lines
     again = json.loads((out / "latency.json").read_text())
     assert [r["accuracy"] for r in again["rows"]] == [r["accuracy"] for r in result["rows"]]
+    # A larger --limit extends the same live files (per-question results), keeping what they hold.
+    assert main([*args, "--limit", "4"]) == 0
+    for name, text in lines.items():
+        grown = (out / "live" / name).read_text()
+        assert grown.startswith(text) and len(grown.splitlines()) == 4
 
 
 @pytest.mark.parametrize(

@@ -121,9 +121,9 @@ COLUMNS = [
 
 
 def _plot(rows: list[dict], path: Path) -> None:
-    import matplotlib.pyplot as plt
+    from selector.evaluation.plots import save_figure, subplots
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (left, right) = subplots(1, 2, figsize=(11, 4.2))
     conf = [r for r in rows if r["gate"] == "confidence"]
     left.plot(
         [r["latency_s"] for r in conf], [r["accuracy"] or 0 for r in conf], marker="o", label="confidence"
@@ -153,9 +153,7 @@ def _plot(rows: list[dict], path: Path) -> None:
     right.grid(alpha=0.3)
     right.legend(fontsize=8)
     fig.suptitle("Gate sweep")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def run_sweep(config: GateSweepConfig, small=None, large=None, progress: bool = True) -> dict:

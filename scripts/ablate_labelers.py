@@ -139,9 +139,9 @@ def _order(name: str) -> tuple[int, int]:
 
 
 def _plot(rows: list[dict], path: Path) -> None:
-    import matplotlib.pyplot as plt
+    from selector.evaluation.plots import save_figure, subplots
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = subplots(1, 2, figsize=(11, 4.2))
     for units in sorted({r["units"] for r in rows}):
         rs = [r for r in rows if r["units"] == units and r["forward_passes"] is not None]
         for ax, cost, label in (
@@ -165,9 +165,7 @@ def _plot(rows: list[dict], path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle("Labelers: agreement with leave-one-out vs cost")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 COLUMNS = [

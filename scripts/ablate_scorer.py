@@ -289,11 +289,11 @@ def _columns(results: list[dict]) -> list[tuple[str, str, str]]:
 
 
 def _plot(rows: list[dict], axis: str, path: Path) -> None:
-    import matplotlib.pyplot as plt
+    from selector.evaluation.plots import save_figure, subplots
 
     names = [r["variant"] for r in rows]
     keys = [k for k in ("spearman", "gain_recovered@0.25", "oracle_frac@0.25") if k in rows[0]]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [2, 1]})
+    fig, (left, right) = subplots(1, 2, figsize=(10, 4), gridspec_kw={"width_ratios": [2, 1]})
     width = 0.8 / max(1, len(keys))
     for j, key in enumerate(keys):
         xs = [i + (j - (len(keys) - 1) / 2) * width for i in range(len(names))]
@@ -306,9 +306,7 @@ def _plot(rows: list[dict], axis: str, path: Path) -> None:
     right.bar(names, [r["infer_ms_per_trace"] for r in rows], color="gray")
     right.set_title("selector inference ms / trace")
     right.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def run_ablation(config: ScorerAblationConfig, progress: bool = True) -> dict:

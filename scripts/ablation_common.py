@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from selector.cmdline import parse_config, run_command
+from selector.io import write_json_atomic
 
 __all__ = [
     "Column",
@@ -41,11 +42,7 @@ Column = tuple[str, str, str]
 
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (a reader sees the old file or the new one, never half of one)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    write_json_atomic(path, data, default=str)
 
 
 def safe_name(name: str) -> str:
@@ -136,9 +133,6 @@ def write_outputs(
     paths["markdown"].write_text((intro + "\n\n" if intro else "") + table + "\n")
     print(table)
     if plot is not None:
-        import matplotlib
-
-        matplotlib.use("Agg")
         paths["plot"] = out / f"{stem}.png"
         plot(paths["plot"])
     print(f"written {', '.join(str(p) for p in paths.values())}")

@@ -26,6 +26,7 @@ import torch
 
 from selector.agents import Agent
 from selector.data import ColumnMap, load_examples
+from selector.io import write_json_atomic
 from selector.prompts import answer_target, transfer_prompt
 from selector.traces import ReasonConfig, load_traces, run_reason
 from selector.units import join_units, split_units
@@ -62,7 +63,7 @@ def bench_reason(small: Agent, data: Path, out: Path, args) -> list[dict]:
             "tokens_per_s": tokens / wall, "truncated": sum(f == "length" for f in traces["finish_reason"]),
             "small_correct": sum(bool(c) for c in traces["small_correct"]),
         }  # fmt: skip
-        saved.write_text(json.dumps(row))
+        write_json_atomic(saved, row, indent=None)
         rows.append(row)
     return rows
 
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
         "machine": f"CPU, {torch.get_num_threads()} torch threads",
         "small": args.small, "large": args.large, "reason": reason_rows, "score": score_rows,
     }  # fmt: skip
-    (out / "results.json").write_text(json.dumps(result, indent=2))
+    write_json_atomic(out / "results.json", result)
     print(
         _table(
             reason_rows,

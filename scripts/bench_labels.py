@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import random
 import statistics
 import sys
@@ -38,6 +37,7 @@ import torch
 
 from selector.agents import Agent
 from selector.answers import contains_answer
+from selector.io import write_json_atomic
 from selector.selection import Budget, select_units
 from selector.traces import load_traces
 from selector.units import join_units, unit_token_counts
@@ -67,24 +67,17 @@ class DiskCache(MutableMapping):
 
     def __setitem__(self, key, value):
         self.data[key] = tuple(value)
-        _write_json(self.path, self.data)
+        write_json_atomic(self.path, self.data, indent=1)
 
     def __delitem__(self, key):
         del self.data[key]
-        _write_json(self.path, self.data)
+        write_json_atomic(self.path, self.data, indent=1)
 
     def __iter__(self):
         return iter(self.data)
 
     def __len__(self):
         return len(self.data)
-
-
-def _write_json(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
 
 
 def _safe(name: str) -> str:
@@ -121,7 +114,7 @@ def screen(agent, records, args, out: Path) -> list[dict]:
             kept.append(rec)
             if len(kept) >= args.max_traces:
                 break
-    _write_json(out / "screen.json", info)
+    write_json_atomic(out / "screen.json", info, indent=1)
     return kept
 
 
@@ -195,7 +188,7 @@ def bench_trace(agent, record, units: str, args, out: Path) -> dict:
         "full_leaks": contains_answer(item.reasoning, item.gold),
         "labelers": rows,
     }
-    _write_json(result_path, result)
+    write_json_atomic(result_path, result, indent=1)
     return result
 
 
@@ -284,7 +277,7 @@ def throughput(agent, record, args, out: Path) -> dict:
             row[f"{name}_speedup"] = row["one_at_a_time_seconds"] / row[f"{name}_seconds"]
             row[f"{name}_max_abs_diff"] = max(abs(a - b) for a, b in zip(values[name], base))
         result["sets"][set_name] = row
-    _write_json(path, result)
+    write_json_atomic(path, result, indent=1)
     return result
 
 
@@ -436,7 +429,7 @@ def run(args, agent=None, progress: bool = True) -> dict | None:
         report["throughput"] = throughput(agent, chosen[0], args, out)
         print_throughput(report["throughput"])
     if getattr(args, "throughput_only", False):
-        _write_json(out / "throughput_report.json", report)
+        write_json_atomic(out / "throughput_report.json", report, indent=1)
         return report
     results = []
     with progress_bar(disable=not progress) as bar:
@@ -449,7 +442,7 @@ def run(args, agent=None, progress: bool = True) -> dict | None:
     report["table"] = summarize(results)
     report["results"] = results
     report["seconds"] = time.perf_counter() - start
-    _write_json(out / "bench_labels.json", report)
+    write_json_atomic(out / "bench_labels.json", report, indent=1)
     return report
 
 

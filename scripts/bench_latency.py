@@ -47,6 +47,7 @@ from selector.evaluation import EvalConfig, run_eval
 from selector.evaluation.cache import digest
 from selector.evaluation.calibrate import CalibrateConfig, calibrate
 from selector.evaluation.report import condition_metrics, pareto_front, plot_latency
+from selector.io import write_json_atomic, write_text_atomic
 from selector.progress import progress_bar
 from selector.relay import Relay, RelayConfig, RelayResult, StageStats
 
@@ -307,17 +308,10 @@ def markdown(result: dict) -> str:
 
 
 def _write(result: dict, out: Path) -> None:
-    import os
-
-    def atomic(path: Path, text: str) -> None:
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-
     intro = (f"# Latency benchmark\n\n{result['questions']} questions from `{result['data']}`, batch 1, "
              f"{result['cores']} torch threads in the process; confidence tau {result['tau']:.4g}.\n\n")  # fmt: skip
-    atomic(out / "latency.md", intro + markdown(result) + "\n")
-    atomic(out / "latency.json", json.dumps(result, indent=2, default=str) + "\n")
+    write_text_atomic(out / "latency.md", intro + markdown(result) + "\n")
+    write_json_atomic(out / "latency.json", result, default=str)
     plot_latency(result, out / "latency.png")
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import random
 import statistics
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from selector.io import write_json_atomic
 from selector.reasoning import ReasoningView
 from selector.scorer import ScorerConfig, TokenSelector
 from selector.units import split_units, token_spans
@@ -255,7 +255,7 @@ def main() -> None:
         f"{answer_s:.1f} s ({args.answer_prompt_tokens} prefill + {args.answer_tokens} decode tokens), own reasoning "
         f"{reason_s:.0f} s ({args.reason_tokens} tokens); threads {result['threads']}, load {result['load_average'][0]:.1f}"
     )
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    write_json_atomic(args.out, result)
     print(f"written {args.out}")
 
 

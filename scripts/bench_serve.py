@@ -24,7 +24,6 @@ file (``scripts/prepare_data.py``) instead of the synthetic world.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -35,6 +34,7 @@ from pathlib import Path
 
 from selector.answers import answers_match
 from selector.demo.synthetic import generate_problems
+from selector.io import write_json_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -266,8 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"identical answers and transfers: {result['identical_answers']}/{result['rows'][0]['questions']}"
         )
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2))
+        write_json_atomic(args.out, result)
         print(f"written to {args.out}")
         return 0
     if args.requests < 1 or any(c < 1 for c in args.clients):
@@ -301,8 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "rows": rows,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    write_json_atomic(out, result)
     print(f"written to {out}")
     return 0 if all(r["lost"] == 0 for r in rows) else 1
 

@@ -148,12 +148,14 @@ def main(argv: list[str] | None = None) -> int:
         "demo", "--questions", str(args.demo_questions), "--out", str(demo_out), "--checkpoints", str(out)
     )
     done("demo")
+    from selector.io import write_json_atomic
+
     result = json.loads((demo_out / "results.json").read_text())
-    (out / "demo_results.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_json_atomic(out / "demo_results.json", result)
     times_file = out / "build_times.json"
     known = json.loads(times_file.read_text()) if times_file.is_file() else {}
     known.update({k: round(v, 1) for k, v in times.items()})
-    times_file.write_text(json.dumps(known, indent=2) + "\n")
+    write_json_atomic(times_file, known)
     write_card(out, result, known)
     print("\n" + "\n".join(f"{k}: {v / 60:.1f} min" for k, v in times.items()))
     return 0

@@ -14,11 +14,10 @@ pass. Prints a table and writes JSON (``--out``).
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
-from pathlib import Path
 
+from selector.io import write_json_atomic
 from selector.selection import Budget, select_units
 from selector.shards import read_records
 from training.datamodule import split_of
@@ -88,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, row in rows.items():
         print(f"{name:<10} {row['gain_recovered']:>15.3f} {row['mean_gain']:>17.3f}")
     if args.out:
-        Path(args.out).write_text(json.dumps({"config": vars(args), "rows": rows}, indent=2))
+        write_json_atomic(args.out, {"config": vars(args), "rows": rows})
         print(f"written {args.out}")
     return 0
 

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from scripts.prepare_data import _parse_config, reasoning_gym_rows
+from selector.io import write_json_atomic
 
 MIN_GAIN = 1.0
 
@@ -183,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         table = markdown(rows, args.min_gain)
         (out / "probe.md").write_text(table)
-        (out / "probe.json").write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2) + "\n")
+        write_json_atomic(out / "probe.json", {"args": vars(args), "rows": rows})
         print(table, flush=True)
     return 0
 

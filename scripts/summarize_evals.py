@@ -23,6 +23,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from selector.evaluation.paired import NOT_CANDIDATES, paired_vs_references
+from selector.io import write_json_atomic
 
 
 def load_run(path: Path) -> tuple[dict, dict[str, list[dict]]]:
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         runs[name] = Path(path)
     summary = summarize(runs)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json_atomic(args.out / "summary.json", summary)
     text = markdown(summary)
     (args.out / "summary.md").write_text(text)
     print(text)

@@ -55,6 +55,7 @@ from selector.demo.synthetic import (
     strip_answer_line,
     verbose_reasoning,
 )
+from selector.io import write_json_atomic
 from selector.prompts import answer_target, reasoning_prompt, transfer_prompt
 from selector.units import join_units, split_units
 
@@ -759,7 +760,7 @@ def run(config: TrainDemoConfig) -> dict:
                 **common,
             )
         )
-    previous.write_text(json.dumps(report, indent=2) + "\n")
+    write_json_atomic(previous, report)
     return report
 
 

@@ -19,6 +19,7 @@ import statistics
 import sys
 from pathlib import Path
 
+from selector.io import write_json_atomic
 from selector.profiler import CostModel
 
 # stage name -> (which model, what the stage's StageStats counts)
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     result = compare(records, costs)
     result["costs"] = {k: vars(v) for k, v in costs.items()}
     out = Path(args.out) if args.out else profile / "validation.json"
-    out.write_text(json.dumps(result, indent=2))
+    write_json_atomic(out, result)
     print(table(result))
     print(f"wrote {out}")
     return 0

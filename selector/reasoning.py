@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 import torch
 
 from .units import Unit, split_units
@@ -115,6 +116,8 @@ def view_from_trace(
         if decoded != reasoning:
             spans = None  # the text was edited after generation: token signals no longer line up
     hidden = trace.get("hidden_states")
+    if hidden is not None and np.ndim(hidden) == 0:  # a row without states, read from an array column
+        hidden = None
     return ReasoningView(
         question=trace["question"],
         reasoning=reasoning,
@@ -124,7 +127,7 @@ def view_from_trace(
         if trace.get("reasoning_logprobs") is not None
         else None,
         token_spans=spans if spans is not None or ids is None else None,
-        hidden_states=torch.tensor(hidden, dtype=torch.float32) if hidden is not None else None,
+        hidden_states=torch.tensor(np.asarray(hidden, dtype=np.float32)) if hidden is not None else None,
         labels=list(trace["labels"]) if with_labels and trace.get("labels") is not None else None,
     )
 

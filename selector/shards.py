@@ -2,6 +2,10 @@
 
 A long job (reasoning, labeling) writes a shard after every batch; killed and re-run, it reads the
 ids already written and skips them, so nothing written is lost and nothing is duplicated.
+
+Per-token vectors (``ARRAY_COLUMNS``: the small model's hidden states) are stored as float32
+``datasets.Array2D`` columns and read back as numpy arrays: as float64 nested lists (traces written
+before issue 15, still read: cast on load) they took twice the bytes and loaded as slow Python lists.
 """
 
 from __future__ import annotations
@@ -12,19 +16,27 @@ import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .cmdline import UsageError
+from .io import atomic_path
 
 __all__ = [
+    "ARRAY_COLUMNS",
     "OutputLock",
     "OutputLockedError",
     "ShardWriter",
     "read_jsonl_output",
     "read_records",
+    "records_table",
     "shard_files",
 ]
+
+ARRAY_COLUMNS = ("hidden_states",)
+"""Record fields holding one float vector per token: stored as float32 ``datasets.Array2D((None, width))``."""
 
 
 class OutputLockedError(UsageError, RuntimeError):
@@ -116,9 +128,8 @@ class ShardWriter:
             return None
         index = len(shard_files(self.out_dir))
         name = f"shard-{index:06d}-{self.tag}-{uuid.uuid4().hex[:8]}.parquet"
-        tmp = self.out_dir / f".{name}.tmp"
-        pq.write_table(pa.Table.from_pylist(fresh), tmp)
-        os.replace(tmp, self.out_dir / name)  # atomic: a shard is whole or absent
+        with atomic_path(self.out_dir / name) as tmp:  # a shard is whole or absent
+            pq.write_table(records_table(fresh), tmp)
         self.done.update(str(r[self.key]) for r in fresh)
         return self.out_dir / name
 
@@ -182,14 +193,22 @@ def read_jsonl_output(path: str | os.PathLike) -> list[dict]:
 
 
 def read_records(out_dir: str | os.PathLike, key: str = "id"):
-    """All shards of a folder as one ``datasets.Dataset``, first record kept per id."""
-    import datasets
+    """All shards of a folder as one ``datasets.Dataset``, first record kept per id.
+
+    ``ARRAY_COLUMNS`` come back as float32 numpy arrays (the Dataset's format for those columns; the
+    others stay Python objects), older float64-list shards cast on load; a column that cannot be
+    read so is an error naming the folder.
+    """
+    import datasets  # registers the Array2D extension type, so Parquet reads it back as such
 
     files = shard_files(out_dir)
     if not files:
         raise FileNotFoundError(f"no shards (shard-*.parquet) in {str(out_dir)!r}")
-    tables = [pq.read_table(f) for f in files]
-    table = pa.concat_tables(tables, promote_options="permissive")
+    try:
+        tables = [with_float32_arrays(pq.read_table(f)) for f in files]
+        table = pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowException, ValueError) as err:
+        raise ValueError(f"{str(out_dir)!r}: the shards' per-token arrays cannot be read: {err}") from None
     ids = [str(v) for v in table.column(key).to_pylist()]
     seen: set[str] = set()
     keep = []
@@ -202,4 +221,79 @@ def read_records(out_dir: str | os.PathLike, key: str = "id"):
             f"{len(ids) - len(keep)} duplicate ids in {out_dir}: kept the first of each", stacklevel=2
         )
         table = table.take(keep)
-    return datasets.Dataset(table)
+    dataset = datasets.Dataset(table)
+    arrays = [c for c in ARRAY_COLUMNS if c in table.column_names and _is_array2d(table.schema.field(c).type)]
+    return dataset.with_format("numpy", columns=arrays, output_all_columns=True) if arrays else dataset
+
+
+def records_table(records: list[dict]) -> pa.Table:
+    """Records as an Arrow table (columns as the first record names them), ``ARRAY_COLUMNS`` as float32 Array2D."""
+    arrays = [c for c in ARRAY_COLUMNS if any(r.get(c) is not None for r in records)]
+    if not arrays:
+        return pa.Table.from_pylist(records)
+    table = pa.Table.from_pylist([{k: v for k, v in r.items() if k not in arrays} for r in records])
+    for name in arrays:
+        table = table.append_column(name, float32_rows([r.get(name) for r in records]))
+    order = [k for k in records[0] if k in table.column_names]
+    return table.select(order + [c for c in table.column_names if c not in order])
+
+
+def float32_rows(values: list) -> pa.ExtensionArray:
+    """One 2-D float array per record (numpy, torch or nested lists; None kept) as a float32 Array2D column.
+
+    Every row must have one width: they are one model's states at one layer."""
+    mats = [None if v is None else _matrix(v) for v in values]
+    widths = {m.shape[1] for m in mats if m is not None and m.ndim == 2 and len(m)}
+    if len(widths) > 1 or any(m is not None and m.size and m.ndim != 2 for m in mats):
+        raise ValueError(f"per-token arrays must be 2-D with one width; got widths {sorted(widths)}")
+    width = widths.pop() if widths else 0
+    mats = [m if m is None or m.size else np.empty((0, width), np.float32) for m in mats]
+    rows = np.cumsum([0] + [0 if m is None else len(m) for m in mats], dtype=np.int32)
+    flat = np.concatenate([m.reshape(-1) for m in mats if m is not None] or [np.empty(0, np.float32)])
+    inner = pa.ListArray.from_arrays(np.arange(rows[-1] + 1, dtype=np.int32) * width, pa.array(flat))
+    mask = pa.array([m is None for m in mats]) if any(m is None for m in mats) else None
+    return _array2d(pa.ListArray.from_arrays(pa.array(rows), inner, mask=mask))
+
+
+def with_float32_arrays(table: pa.Table) -> pa.Table:
+    """``table`` with its ``ARRAY_COLUMNS`` as float32 Array2D (float64 nested lists, as traces were
+    written before issue 15, are cast); raises ValueError for a column that is not per-token vectors."""
+    for name in ARRAY_COLUMNS:
+        if name not in table.column_names or _is_array2d(table.schema.field(name).type):
+            continue
+        column = table.column(name).combine_chunks()
+        if pa.types.is_null(column.type):
+            continue
+        if isinstance(column, pa.ExtensionArray):
+            column = column.storage
+        try:
+            storage = pc.cast(column, pa.list_(pa.list_(pa.float32())))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            raise ValueError(f"column {name!r} holds {column.type}, not per-token float vectors") from None
+        table = table.set_column(table.column_names.index(name), name, _array2d(storage))
+    return table
+
+
+def _matrix(value) -> np.ndarray:
+    if hasattr(value, "detach"):  # a torch tensor (any dtype, any device)
+        value = value.detach().float().cpu().numpy()
+    return np.asarray(value, dtype=np.float32)
+
+
+def _array2d(storage: pa.Array) -> pa.ExtensionArray:
+    """list<list<float32>> storage as a ``datasets.Array2D((None, width), "float32")`` column."""
+    import datasets
+
+    widths = pc.unique(pc.list_value_length(storage.flatten())).to_pylist()
+    if len(widths) > 1:
+        raise ValueError(f"per-token vectors of different widths {sorted(widths)} in one column")
+    kind = datasets.Array2D(shape=(None, widths[0] if widths else 0), dtype="float32")()
+    return pa.ExtensionArray.from_storage(kind, storage)
+
+
+def _is_array2d(kind: pa.DataType) -> bool:
+    return (
+        isinstance(kind, pa.ExtensionType)
+        and getattr(kind, "value_type", None) == "float32"
+        and (len(getattr(kind, "shape", ())) == 2)
+    )

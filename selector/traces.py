@@ -1,7 +1,8 @@
 """The first pipeline stage: the small model reasons over a dataset and its traces are saved.
 
 A trace is an example plus the small model's reasoning (text, token ids, per-token log-probs),
-its extracted final answer and timings, written as resumable Parquet shards (``selector.shards``).
+its extracted final answer and timings, written as resumable Parquet shards (``selector.shards``);
+hidden states (``--hidden_layer``) are stored as float32 arrays and load as numpy arrays.
 """
 
 from __future__ import annotations
@@ -128,7 +129,7 @@ def trace_record(
         "model": model,
     }
     if gen.hidden_states is not None:
-        record["hidden_states"] = gen.hidden_states.tolist()
+        record["hidden_states"] = gen.hidden_states.detach().float().cpu().numpy()
     return strip_answer_from_trace(record, tokenizer) if tokenizer is not None else record
 
 
@@ -149,7 +150,7 @@ def strip_answer_from_trace(record: dict, tokenizer) -> dict:
     out["reasoning_token_ids"] = ids[:k]
     out["reasoning_logprobs"] = list(record["reasoning_logprobs"])[:k]
     if record.get("hidden_states") is not None:
-        out["hidden_states"] = list(record["hidden_states"])[:k]
+        out["hidden_states"] = record["hidden_states"][:k]
     return out
 
 
@@ -243,5 +244,6 @@ def _write_traces(config: ReasonConfig, examples: list, writer: ShardWriter, age
 
 
 def load_traces(path: str | os.PathLike):
-    """A traces folder written by `tokenrelay reason` as a ``datasets.Dataset``."""
+    """A traces folder written by `tokenrelay reason` as a ``datasets.Dataset``; rows give
+    ``hidden_states`` as float32 numpy arrays (folders written as float64 lists are cast on load)."""
     return read_records(path)

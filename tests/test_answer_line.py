@@ -75,7 +75,7 @@ def test_trace_record_moves_the_answer_line_and_keeps_signals_aligned(tok):
     assert 0 < k < n and cut["reasoning"] == tok.decode(ids[:k])
     assert cut["reasoning"] + cut["answer_line"] == text
     assert len(cut["reasoning_logprobs"]) == len(cut["hidden_states"]) == k
-    assert cut["hidden_states"][-1] == [float(k - 1)]
+    assert cut["hidden_states"][-1].tolist() == [float(k - 1)]
     # The small model's own answer and what generation cost are unchanged.
     assert cut["small_answer"] == "5" and cut["small_correct"] is True and cut["new_tokens"] == n
     assert strip_answer_from_trace(cut, tok) == cut  # idempotent

@@ -69,7 +69,8 @@ def test_reason_stores_hidden_states(arithmetic_jsonl, tiny_lm_dir, tmp_path):
         == 0
     )
     row = load_traces(out)[0]
-    assert len(row["hidden_states"]) == len(row["reasoning_token_ids"]) and len(row["hidden_states"][0]) == 32
+    assert row["hidden_states"].shape == (len(row["reasoning_token_ids"]), 32)
+    assert row["hidden_states"].dtype == "float32"  # stored as float32 arrays, read back as numpy
 
 
 def test_reason_with_images(tiny_vlm_dir, tmp_path):

@@ -10,7 +10,6 @@ devices, strategy and nodes are Lightning's, so the same command runs on a lapto
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import statistics
@@ -24,6 +23,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader
 
 from selector.agents import DTYPES, Agent
+from selector.io import write_json_atomic
 from selector.remote import RemoteAgent, RemoteConfig
 from selector.shards import OutputLock, ShardWriter
 from selector.traces import load_traces
@@ -292,12 +292,6 @@ def _as_list(batch: list) -> list:
     return batch
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def reliability_summary(out: str | os.PathLike) -> dict:
     """Median reliability of every labelled trace in ``out``, per kind (split_half, vs_loo, ...)."""
     from selector.shards import read_records
@@ -334,7 +328,7 @@ def _run_label(config: LabelConfig, agent: Agent | None = None, callbacks: Seque
     trace. ``agent`` reuses a loaded large model (tests, notebooks); ``callbacks`` are added to the
     Trainer after the writer.
     """
-    records = load_traces(config.traces).to_list()
+    records = list(load_traces(config.traces))  # rows, hidden states as arrays (to_list makes slow lists)
     if config.limit is not None:
         records = records[: config.limit]
     for rec in records:
@@ -380,5 +374,5 @@ def _run_label(config: LabelConfig, agent: Agent | None = None, callbacks: Seque
     summary["labelled"] = sum(str(r["id"]) in after for r in records) - summary["already_done"]
     summary["reliability"] = reliability_summary(config.out)
     summary["config"] = asdict(config)
-    _write_json_atomic(Path(config.out) / "summary.json", summary)
+    write_json_atomic(Path(config.out) / "summary.json", summary)
     return summary

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..agents import Agent, Generation, ScoreResult
+from ..io import atomic_path
 
 __all__ = [
     "CACHE_FILE",
@@ -149,9 +150,8 @@ class OutputCache:
         folder = self.folder / "hidden"
         folder.mkdir(exist_ok=True)
         name = f"{key}.safetensors"
-        tmp = folder / f".{name}.tmp"
-        save_file({"t": tensor.contiguous().float().cpu()}, str(tmp))
-        os.replace(tmp, folder / name)
+        with atomic_path(folder / name) as tmp:
+            save_file({"t": tensor.contiguous().float().cpu()}, str(tmp))
         return name
 
     def load_tensor(self, name: str):

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
+
+from ..io import write_text_atomic
 
 __all__ = ["CalibrateConfig", "Candidate", "calibrate", "calibrate_config", "candidate_taus", "main"]
 
@@ -216,9 +217,7 @@ def _write_yaml(path: Path, relay: dict, best: Candidate, config: CalibrateConfi
         f"transfer rate {best.transfer_rate:.2f}\n"
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(head + yaml.safe_dump({"relay": relay}, sort_keys=False))
-    os.replace(tmp, path)
+    write_text_atomic(path, head + yaml.safe_dump({"relay": relay}, sort_keys=False))
 
 
 def calibrate_config(path: str) -> CalibrateConfig:

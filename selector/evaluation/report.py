@@ -6,13 +6,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..io import write_json_atomic, write_text_atomic
 from ..relay import STAGES, RelayResult, StageStats
 from .paired import paired_markdown
+from .plots import save_figure, subplots
 
 __all__ = ["condition_metrics", "markdown_table", "output_tokens", "pareto_front", "write_outputs"]
 
@@ -140,12 +141,6 @@ def _csv_text(rows: Sequence[dict]) -> str:
     return buf.getvalue()
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_outputs(result: dict, records: Sequence[dict], out: Path, plot: bool = True) -> dict[str, Path]:
     """results.md/.csv/.json, records.jsonl and the plots, each written atomically."""
     out.mkdir(parents=True, exist_ok=True)
@@ -173,32 +168,22 @@ def write_outputs(result: dict, records: Sequence[dict], out: Path, plot: bool =
             + paired_markdown(result["paired"])
             + "\n"
         )
-    _write_atomic(paths["markdown"], intro + markdown_table(result) + "\n" + paired)
-    _write_atomic(paths["csv"], _csv_text(result["rows"]))
-    _write_atomic(paths["records"], "".join(json.dumps(r, default=str) + "\n" for r in records))
+    write_text_atomic(paths["markdown"], intro + markdown_table(result) + "\n" + paired)
+    write_text_atomic(paths["csv"], _csv_text(result["rows"]))
+    write_text_atomic(paths["records"], "".join(json.dumps(r, default=str) + "\n" for r in records))
     if plot:
         paths["plot_tokens"] = out / "accuracy_vs_tokens.png"
         paths["plot_latency"] = out / "accuracy_vs_latency.png"
         plot_tokens(result, paths["plot_tokens"])
         plot_latency(result, paths["plot_latency"])
     result_json = {**result, "outputs": {k: str(v) for k, v in paths.items()}}
-    _write_atomic(paths["json"], json.dumps(result_json, indent=2) + "\n")
+    write_json_atomic(paths["json"], result_json)
     return paths
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def plot_tokens(result: dict, path: Path) -> None:
     """Accuracy vs mean transferred tokens: one line per selector and gate over the budgets."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    fig, ax = subplots(figsize=(7.5, 4.8))
     series: dict[tuple, list[dict]] = {}
     for r in result["rows"]:
         if r["kind"] == "relay" and r["budget"] is not None:
@@ -219,15 +204,12 @@ def plot_tokens(result: dict, path: Path) -> None:
     ax.grid(alpha=0.3)
     if series:
         ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_latency(result: dict, path: Path) -> None:
     """Accuracy vs mean end-to-end latency for every condition, the Pareto front marked."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    fig, ax = subplots(figsize=(7.5, 4.8))
     rows = [r for r in result["rows"] if r["accuracy"] is not None]
     points = [(r["end_to_end"], r["accuracy"]) for r in rows]
     front = pareto_front(points)
@@ -248,6 +230,4 @@ def plot_latency(result: dict, path: Path) -> None:
     ax.grid(alpha=0.3)
     if front:
         ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)

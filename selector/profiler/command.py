@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..io import write_json_atomic
 from .cost import ModelSpec, ProfileConfig, predict_large_reasoning, predict_relay, profile_model
 
 __all__ = ["ProfileCommand", "main", "profile_config", "run_profile"]
@@ -64,8 +64,8 @@ def run_profile(command: ProfileCommand) -> list[dict]:
             "reasoning_tokens": r, "large_reasoning_s": large, "relay_s": relay["end_to_end_s"],
             "relay_parallel_s": parallel["end_to_end_s"], "speedup": large / relay["end_to_end_s"],
         })  # fmt: skip
-    (out / "prediction.json").write_text(
-        json.dumps({"costs": {k: asdict(v) for k, v in costs.items()}, "raw": raw, "rows": rows}, indent=2)
+    write_json_atomic(
+        out / "prediction.json", {"costs": {k: asdict(v) for k, v in costs.items()}, "raw": raw, "rows": rows}
     )
     head = "| reasoning tokens | large reasons (s) | relay (s) | relay, parallel (s) | speedup |\n|---|---|---|---|---|\n"
     body = "".join(
@@ -78,13 +78,10 @@ def run_profile(command: ProfileCommand) -> list[dict]:
 
 
 def _plot(rows: list[dict], path: Path, command: ProfileCommand) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ..evaluation.plots import save_figure, subplots
 
     xs = [r["reasoning_tokens"] for r in rows]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = subplots(figsize=(6, 4))
     ax.plot(xs, [r["large_reasoning_s"] for r in rows], "o-", label=f"{command.large.name} reasons alone")
     ax.plot(xs, [r["relay_s"] for r in rows], "s-", label=f"relay ({command.budget:.0%} transferred)")
     ax.plot(xs, [r["relay_parallel_s"] for r in rows], "^--", label="relay, small reasons in parallel")
@@ -92,9 +89,7 @@ def _plot(rows: list[dict], path: Path, command: ProfileCommand) -> None:
     ax.set_ylabel("predicted latency (s)")
     ax.legend()
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def profile_config(path: str) -> ProfileCommand:

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from ..io import write_json_atomic
+
 __all__ = [
     "CostModel",
     "ModelSpec",
@@ -86,7 +88,7 @@ class CostModel:
         return self.decode_per_token_s * tokens
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(asdict(self), indent=2))
+        write_json_atomic(path, asdict(self))
 
     @classmethod
     def load(cls, path: str | Path) -> CostModel:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from huggingface_hub import ModelCard, ModelHubMixin
 
+from ..io import write_json_atomic
 from .config import (
     ADAPTER_CONFIG_FILE,
     ADAPTER_WEIGHTS_FILE,
@@ -66,7 +67,7 @@ class SelectorCheckpoint(
             self.net.encoder.save_pretrained(str(out), safe_serialization=True)
         save_file(head, str(out / WEIGHTS_FILE), metadata={"format": CHECKPOINT_FORMAT})
         config = {"format": CHECKPOINT_FORMAT, "scorer": asdict(self.config), "card": self.card}
-        (out / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=False) + "\n")
+        write_json_atomic(out / CONFIG_FILE, config)
         self.generate_model_card().save(out / CARD_FILE)  # replaces peft's stub card
 
     def generate_model_card(self, *args, **kwargs) -> ModelCard:

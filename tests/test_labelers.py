@@ -223,3 +223,14 @@ def test_throughput_benchmark_compares_the_scoring_strategies_on_the_same_masks(
             assert row[f"{name}_seconds"] > 0 and row[f"{name}_forward_passes"] >= 1
         for name, _, _ in THROUGHPUT_STRATEGIES[1:]:
             assert row[f"{name}_max_abs_diff"] < 1e-4 and row[f"{name}_speedup"] > 0
+
+
+def test_r2_score_matches_the_textbook_formula():
+    """torchmetrics' R^2 gives the numbers of 1 - SS_res / SS_tot on fixed data; constant y has none."""
+    from training.label_math import r2_score
+
+    y = torch.tensor([0.5, -1.0, 2.0, 0.25, 3.0], dtype=torch.float64)
+    pred = torch.tensor([0.4, -0.7, 1.5, 0.5, 2.0], dtype=torch.float64)
+    textbook = 1.0 - float(((y - pred) ** 2).sum()) / float(((y - y.mean()) ** 2).sum())
+    assert r2_score(y, pred) == pytest.approx(textbook, abs=1e-12)
+    assert r2_score(torch.ones(4), pred[:4]) is None and r2_score(y[:1], pred[:1]) is None

@@ -11,6 +11,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+from torchmetrics.functional import r2_score as torchmetrics_r2
 
 __all__ = ["draw_masks", "fit_surrogate", "r2_score", "spearman", "split_halves"]
 
@@ -69,10 +70,9 @@ def fit_surrogate(
 def r2_score(y: torch.Tensor, pred: torch.Tensor) -> float | None:
     """Coefficient of determination; None when y is constant (R^2 undefined)."""
     y, pred = torch.as_tensor(y, dtype=torch.float64), torch.as_tensor(pred, dtype=torch.float64)
-    total = float(((y - y.mean()) ** 2).sum())
-    if len(y) < 2 or total < 1e-12:
+    if len(y) < 2 or float(((y - y.mean()) ** 2).sum()) < 1e-12:
         return None
-    return 1.0 - float(((y - pred) ** 2).sum()) / total
+    return float(torchmetrics_r2(pred, y))
 
 
 def spearman(a: Sequence[float], b: Sequence[float]) -> float | None:

@@ -113,7 +113,8 @@ class Relay:
             selector = load_selector(selector, **self.config.selector_kwargs(selector))
         self.selector = selector
         self._workers: ThreadPoolExecutor | None = None
-        self._total_threads = torch.get_num_threads()
+        self.total_threads = torch.get_num_threads()
+        """Torch threads of the process when the relay was built (what the concurrent workers share)."""
         if small is None and self.gate.kind != "never":
             raise ValueError(f"gate {self.gate.kind!r} needs a small model")
         selector_config = getattr(selector, "config", None)
@@ -318,14 +319,9 @@ class Relay:
 
     # ------------------------------------------------------------------ concurrency and streaming
     @property
-    def total_threads(self) -> int:
-        """Torch threads of the process when the relay was built (what the concurrent workers share)."""
-        return self._total_threads
-
-    @property
     def threads(self) -> tuple[int, int]:
         """Torch threads of the (large, small) workers of a concurrent relay."""
-        total = self._total_threads
+        total = self.total_threads
         large = self.config.large_threads or max(1, (total + 1) // 2)
         small = self.config.small_threads or max(1, total - large)
         return large, small

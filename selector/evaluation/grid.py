@@ -114,9 +114,8 @@ class EvalConfig:
             for s in self.selectors if "relay" in self.conditions else ["full"]:
                 for b in self.budgets or [None]:
                     self.relay_config(s, gate, b)
-        for name in ("large_reason_tokens",):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.large_reason_tokens < 1:
+            raise ValueError(f"large_reason_tokens must be >= 1, got {self.large_reason_tokens}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1, got {self.limit}")
         if not math.isfinite(self.gain_min_nats) or self.gain_min_nats <= 0:

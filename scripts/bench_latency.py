@@ -37,6 +37,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from selector.agents import Agent
@@ -46,6 +47,7 @@ from selector.early_stop import STOP_SIGNALS
 from selector.evaluation import EvalConfig, run_eval
 from selector.evaluation.cache import digest
 from selector.evaluation.calibrate import CalibrateConfig, calibrate
+from selector.evaluation.paired import paired_comparison
 from selector.evaluation.report import condition_metrics, pareto_front, plot_latency
 from selector.io import write_json_atomic, write_text_atomic
 from selector.progress import progress_bar
@@ -212,6 +214,11 @@ def run_bench(
         "small": "seed" if config.seed_cache else cores,
     }
     rows = [_row(r["title"], r["kind"], r, seq_threads) for r in ev["rows"]]
+    # Per question (correct, seconds) of every row, for the paired comparison with the large model's own reasoning.
+    per_question = {
+        r["title"]: [(rec["correct"], rec["latency_s"]) for rec in records.get(r["condition"], [])]
+        for r in ev["rows"]
+    }
     # The levers are compared with the live sequential agreement relay (else the engine's row).
     reference = next((r for r in rows if r["kind"] == "relay" and "(agreement)" in r["title"]), None)
     # 2. calibration on the dev split
@@ -245,6 +252,7 @@ def run_bench(
             metrics = condition_metrics(results, f_none, f_all, 1.0, True)
             row = _row(f"relay {lever}", "lever", metrics, {"large": large_t, "small": small_t}, lever)
             rows.append(row)
+            per_question[row["title"]] = [(r.correct, r.latency_s) for r in results]
             if lever == "sequential":
                 reference = row
     for row in rows:
@@ -266,7 +274,8 @@ def run_bench(
         if ok:
             b = min(ok, key=lambda r: r["end_to_end"])
             best = {"condition": b["title"], "accuracy": b["accuracy"], "end_to_end": b["end_to_end"],
-                    "ratio_to_large_reasoning": b["ratio_to_large_reasoning"], "large_reasoning_accuracy": own["accuracy"]}  # fmt: skip
+                    "ratio_to_large_reasoning": b["ratio_to_large_reasoning"], "large_reasoning_accuracy": own["accuracy"],
+                    **paired_with_own(per_question.get(b["title"], []), per_question.get(own["title"], []))}  # fmt: skip
     front = pareto_front([(r["end_to_end"], r["accuracy"]) for r in rows])
     for i, r in enumerate(rows):
         r["pareto"] = i in front
@@ -277,6 +286,24 @@ def run_bench(
     }  # fmt: skip
     _write(result, out)
     return result
+
+
+def paired_with_own(row: list[tuple], own: list[tuple], n_boot: int = 2000, seed: int = 0) -> dict:
+    """A configuration against the large model's own reasoning on the same questions: the paired
+    accuracy difference (bootstrap 95% interval, wins / losses / ties) and a bootstrap 95% interval
+    of the latency ratio (mean over resampled questions / the same questions' own-reasoning mean)."""
+    if not row or len(row) != len(own):
+        return {}
+    correct = [None if c is None else float(c) for c, _ in row]
+    own_correct = [None if c is None else float(c) for c, _ in own]
+    seconds = np.array([s for _, s in row], dtype=np.float64)
+    own_seconds = np.array([s for _, s in own], dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(row), size=(n_boot, len(row)))
+    ratios = seconds[idx].mean(axis=1) / np.maximum(own_seconds[idx].mean(axis=1), 1e-12)
+    low, high = (float(v) for v in np.quantile(ratios, [0.025, 0.975]))
+    return {"accuracy_vs_own": paired_comparison(correct, own_correct, n_boot=n_boot, seed=seed),
+            "ratio_ci": [low, high]}  # fmt: skip
 
 
 def markdown(result: dict) -> str:
@@ -303,7 +330,13 @@ def markdown(result: dict) -> str:
     if best:
         lines += ["", f"Fastest at >= the large model's own accuracy ({best['large_reasoning_accuracy']:.1%}): "
                       f"{best['condition']}, {best['accuracy']:.1%} in {best['end_to_end']:.2f} s = "
-                      f"{best['ratio_to_large_reasoning']:.2f} of the large model's own reasoning."]  # fmt: skip
+                      f"{best['ratio_to_large_reasoning']:.3f} of the large model's own reasoning."]  # fmt: skip
+        if best.get("ratio_ci"):
+            acc = best["accuracy_vs_own"]
+            lines += [f"Paired over the same questions: latency ratio 95% interval [{best['ratio_ci'][0]:.3f}, "
+                      f"{best['ratio_ci'][1]:.3f}]; accuracy minus the large model's own {acc['mean_diff']:+.1%} "
+                      f"[{acc['ci_low']:+.1%}, {acc['ci_high']:+.1%}], wins / losses / ties "
+                      f"{acc['wins']}/{acc['losses']}/{acc['ties']} (n = {acc['n']})."]  # fmt: skip
     return "\n".join(lines)
 
 

@@ -164,11 +164,11 @@ def main(argv: list[str] | None = None) -> int:
 def build_selector(args, out: Path, work: Path, step, done) -> None:
     """Steps 2-6: the selector's questions, reason, cut the Answer lines, label, train."""
     from scripts.train_demo_agents import SELECTOR_SEED
-    from selector.demo.synthetic import write_synthetic_jsonl
+    from selector.demo.synthetic import DEMO_WORLD, write_synthetic_jsonl
 
     step("selector data")
     questions = work / "selector_questions.jsonl"
-    write_synthetic_jsonl(questions, args.selector_questions, seed=SELECTOR_SEED)
+    write_synthetic_jsonl(questions, args.selector_questions, seed=SELECTOR_SEED, config=DEMO_WORLD)
     traces, relayed, labels = work / "traces", work / "traces_relayed", work / "labels"
     _tokenrelay(
         "reason", "--config", "configs/demo_reason.yaml",

@@ -48,6 +48,7 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
 from selector.agents import Agent
 from selector.answers import answers_match, extract_answer
 from selector.demo.synthetic import (
+    DEMO_WORLD,
     TARGET_MARK,
     ChainProblem,
     generate_problems,
@@ -282,11 +283,16 @@ def grow_model(model, shape: ModelShape, seed: int = 0):
 
 
 def question_sets(config: TrainDemoConfig) -> tuple[list[ChainProblem], list[ChainProblem]]:
-    """Training and held-out questions; training questions equal to a held-out one are dropped."""
-    held_out = generate_problems(config.eval_questions, DEMO_SEED)
+    """Training and held-out questions of the demo's world (``DEMO_WORLD``); training questions equal
+    to a held-out one or to one of the selector's are dropped."""
+    held_out = generate_problems(config.eval_questions, DEMO_SEED, DEMO_WORLD)
     avoid = {p.question for p in held_out}
-    avoid |= {p.question for p in generate_problems(400, SELECTOR_SEED)}
-    train = [p for p in generate_problems(config.train_questions, TRAIN_SEED) if p.question not in avoid]
+    avoid |= {p.question for p in generate_problems(400, SELECTOR_SEED, DEMO_WORLD)}
+    train = [
+        p
+        for p in generate_problems(config.train_questions, TRAIN_SEED, DEMO_WORLD)
+        if p.question not in avoid
+    ]
     return train, held_out
 
 
@@ -480,9 +486,16 @@ def evaluate(small: Agent | None, large: Agent | None, problems: list[ChainProbl
         stripped = [strip_answer_line(t) for t in small_texts]
         hints["large_full_small"] = stripped
         hints["large_key_sentence_small"] = [key_sentence(t) for t in stripped]
+    lookups = {i for i, p in enumerate(problems) if len(p.chain) == 1}  # SyntheticConfig.lookup_rate
     for name, texts in hints.items():
         prompts = [transfer_prompt(large, p.question, h).text for p, h in zip(problems, texts)]
-        out[name], _ = _accuracy(large, prompts, golds, 4)
+        out[name], answers = _accuracy(large, prompts, golds, 4)
+        if name == "large_direct" and 0 < len(lookups) < len(problems):  # what a confidence gate can skip
+            for kind, keep in (("lookup", True), ("chain", False)):
+                rows = [i for i in range(len(problems)) if (i in lookups) == keep]
+                if rows:
+                    right = sum(answers_match(extract_answer(answers[i]), golds[i]) for i in rows)
+                    out[f"large_direct_{kind}"] = right / len(rows)
     tok = large.tokenizer
     total = sum(len(tok(t)["input_ids"]) for t in gold_reasoning)
     out["key_sentence_token_share"] = (
@@ -515,7 +528,8 @@ It is a toy: it knows nothing outside this synthetic world.
 ## Training
 
 Trained by `scripts/train_demo_agents.py` (warm start: {init}) on {train} synthetic questions
-(`selector.demo.synthetic.generate_problems(seed={seed})`, held-out demo questions removed) with worked
+(`selector.demo.synthetic.generate_problems(seed={seed}, config=DEMO_WORLD)`, held-out demo
+questions removed) with worked
 solutions from `selector.demo.synthetic.verbose_reasoning(slip=True)` (fresh filler each time), loss on the
 completion only: {copy_steps} warm-up steps on a synthetic copying task (random token runs, then
 the same run again), then {steps} AdamW steps of {batch} sequences, peak lr {lr}, on CPU ({minutes:.1f} min wall,
@@ -580,6 +594,8 @@ SMALL_KEYS = {
 LARGE_KEYS = {
     "questions": "held-out questions",
     "large_direct": "direct answer (no hint)",
+    "large_direct_lookup": "direct answer on lookup questions",
+    "large_direct_chain": "direct answer on chain questions",
     "large_reasoning": "its own worked solution (reasoning prompt, up to 320 tokens)",
     "large_full_gold": "with the full worked solution",
     "large_chain_lines_gold": "with only the asked variable's chain steps",

@@ -70,3 +70,19 @@ def test_bad_settings_fail_before_any_model_loads(kw, message):
         }
         relay = RelayConfig(small="/no/small", large="/no/large", batch_size=1, **nested)
         BenchLatencyConfig(data="d.jsonl", relay=relay, **{k: v for k, v in kw.items() if k not in nested})
+
+
+def test_paired_with_own_on_constructed_questions():
+    """The best configuration against the large model's own reasoning: known ratio and accuracy gap."""
+    from scripts.bench_latency import paired_with_own
+
+    own = [(True, 4.0), (False, 8.0), (False, 4.0), (True, 8.0)]
+    row = [(True, 1.0), (True, 2.0), (False, 1.0), (True, 2.0)]  # a quarter of the time, one more right
+    stats = paired_with_own(row, own)
+    assert stats["ratio_ci"] == pytest.approx([0.25, 0.25])
+    acc = stats["accuracy_vs_own"]
+    assert acc["mean_diff"] == pytest.approx(0.25) and (acc["wins"], acc["losses"], acc["ties"]) == (1, 0, 3)
+    assert acc["ci_low"] <= 0.25 <= acc["ci_high"]
+    uneven = paired_with_own([(True, 1.0), (True, 3.0)], [(True, 2.0), (True, 2.0)])
+    assert uneven["ratio_ci"][0] < 1.0 < uneven["ratio_ci"][1]  # resampling moves the ratio
+    assert paired_with_own([], own) == {} and paired_with_own(row[:2], own) == {}

@@ -13,7 +13,7 @@ from scripts.train_demo_agents import ModelShape, grow_model
 from selector.agents import Agent
 from selector.cli import main
 from selector.demo import DEMO_SEED, DemoConfig, default_checkpoints, demo_eval_config, short_table
-from selector.demo.synthetic import generate_problems
+from selector.demo.synthetic import DEMO_WORLD, generate_problems
 from selector.evaluation import build_grid, run_eval
 from selector.evaluation.report import markdown_table
 from selector.prompts import reasoning_prompt, transfer_prompt
@@ -71,9 +71,11 @@ def test_demo_is_the_engine_preset(tmp_path, capsys):
     for name in ("selector", "full", "random", "first", "last", "selfinfo"):
         assert any(i.startswith(f"relay:{name}") and i.endswith(":always") for i in ids), name
     assert "relay:selector@0.25:confidence" in ids
-    # The questions are the held-out seed's, and the printed table is the engine's table (short rows).
+    # The questions are the held-out seed's of the demo's world, and the printed table is the engine's
+    # table (short rows).
     questions = [json.loads(line) for line in (out / "questions.jsonl").read_text().splitlines()]
-    assert [q["id"] for q in questions] == [p.id for p in generate_problems(3, DEMO_SEED)]
+    expected = generate_problems(3, DEMO_SEED, DEMO_WORLD)
+    assert [(q["id"], q["question"]) for q in questions] == [(p.id, p.question) for p in expected]
     assert short_table(result) in printed and markdown_table(result).split("\n")[0] in printed
     assert "| relay random @ 25% (confidence) |" not in printed  # gated heuristics: results.md only
     assert (out / "accuracy_vs_latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -149,7 +149,7 @@ def run_demo(config: DemoConfig, progress: bool = True) -> dict:
     import torch
 
     from ..evaluation import run_eval
-    from .synthetic import write_synthetic_jsonl
+    from .synthetic import DEMO_WORLD, write_synthetic_jsonl
 
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -159,7 +159,7 @@ def run_demo(config: DemoConfig, progress: bool = True) -> dict:
         shutil.rmtree(out / "cache")
     out.mkdir(parents=True, exist_ok=True)
     data = out / "questions.jsonl"
-    write_synthetic_jsonl(data, config.questions, seed=DEMO_SEED)
+    write_synthetic_jsonl(data, config.questions, seed=DEMO_SEED, config=DEMO_WORLD)
     result = run_eval(demo_eval_config(config, root, data), progress=progress)
     result["checkpoints"] = str(root)
     return result

@@ -16,6 +16,10 @@ recap and final answer overshoot to that last value, although its step for the a
 line marked "which the question asks for") is right. A reader of its whole reasoning meets two
 answers; a selector that keeps the marked step and drops the recap filters the mistake out.
 
+Some questions may be lookups (``SyntheticConfig.lookup_rate``: ``... What is q?``, whose value the
+question states): questions a large model can answer directly, so a confidence gate can skip the
+small model there. The shipped demo's world (``DEMO_WORLD``) has none yet.
+
 Everything is a pure function of ``(config, seed)``, so a test, an ablation and the demo build see
 the same questions.
 """
@@ -31,6 +35,7 @@ from ..data import Example, write_jsonl
 
 __all__ = [
     "ANSWER_LINE_RE",
+    "DEMO_WORLD",
     "TARGET_MARK",
     "Assignment",
     "ChainProblem",
@@ -107,6 +112,10 @@ class SyntheticConfig:
     """Chance that each distractor not tied to the chain is placed after the asked variable."""
     ordered_names: bool = True
     """Name the variables in the order they are assigned (a, b, c, ...); else random letters."""
+    lookup_rate: float = 0.0
+    """Share of questions that ask for the chain's root, a constant the question states: a lookup,
+    which a large model can answer directly (its chain's derived lines then follow from the asked
+    variable). 0 keeps every question ``chain_ops`` deep (and the seeded questions unchanged)."""
 
     def __post_init__(self) -> None:
         if self.chain_ops < 1:
@@ -117,8 +126,16 @@ class SyntheticConfig:
             raise ValueError(f"at most {len(VARIABLE_NAMES)} assignments per question (variable names)")
         if self.max_operand < 1 or self.max_value < self.max_operand:
             raise ValueError("need 1 <= max_operand <= max_value")
-        if not 0 <= self.filler_rate <= 1 or not 0 <= self.distractor_after_target <= 1:
-            raise ValueError("filler_rate and distractor_after_target are probabilities in [0, 1]")
+        for name in ("filler_rate", "distractor_after_target", "lookup_rate"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} is a probability in [0, 1], got {getattr(self, name)}")
+
+
+DEMO_WORLD = SyntheticConfig()
+"""The world of the shipped demo (its agents, its selector and its held-out questions): one source
+for the agents' training script, the selector's build and `tokenrelay demo`. Chains only: a rebuild
+with a quarter of lookups (``lookup_rate=0.25``, which the large agent then answers directly) has
+not yet matched the shipped agents' accuracy."""
 
 
 @dataclass(frozen=True)
@@ -188,6 +205,7 @@ def _step(rng: random.Random, value: int, config: SyntheticConfig) -> tuple[str,
 
 def generate_problem(rng: random.Random, config: SyntheticConfig, id: str = "0") -> ChainProblem:
     """One question drawn with ``rng`` (see :func:`generate_problems` for the seeded batch)."""
+    lookup = config.lookup_rate > 0 and rng.random() < config.lookup_rate  # no draw at rate 0
     names = rng.sample(VARIABLE_NAMES, 1 + config.chain_ops + config.n_distractors)
     chain_names, other_names = names[: 1 + config.chain_ops], names[1 + config.chain_ops :]
     chain = [Assignment(chain_names[0], rng.randint(0, config.max_value))]
@@ -219,6 +237,8 @@ def generate_problem(rng: random.Random, config: SyntheticConfig, id: str = "0")
             for a in order
         ]
         chain = [Assignment(rename[a.name], a.value) for a in chain]
+    if lookup:
+        chain = chain[:1]
     return ChainProblem(id=id, assignments=order, target=chain[-1].name, chain=[a.name for a in chain])
 
 
@@ -252,7 +272,9 @@ def verbose_reasoning(
     for a in problem.assignments:
         lead = rng.choice(_LEADS)
         if a.parent is None:
-            line = rng.choice(_CONST_STEPS).format(lead=lead, v=a.name, n=a.value)
+            # A lookup question's asked constant is marked as a derived target is: "x is N, which ...".
+            n = f"{a.value}, {TARGET_MARK}" if a.name == problem.target else a.value
+            line = rng.choice(_CONST_STEPS).format(lead=lead, v=a.name, n=n)
         else:
             mark = f", {TARGET_MARK}" if a.name == problem.target else ""
             fields = dict(

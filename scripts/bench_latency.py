@@ -294,10 +294,8 @@ def paired_with_own(row: list[tuple], own: list[tuple], n_boot: int = 2000, seed
     of the latency ratio (mean over resampled questions / the same questions' own-reasoning mean)."""
     if not row or len(row) != len(own):
         return {}
-    correct = [None if c is None else float(c) for c, _ in row]
-    own_correct = [None if c is None else float(c) for c, _ in own]
-    seconds = np.array([s for _, s in row], dtype=np.float64)
-    own_seconds = np.array([s for _, s in own], dtype=np.float64)
+    correct, own_correct = ([None if c is None else float(c) for c, _ in side] for side in (row, own))
+    seconds, own_seconds = (np.array([s for _, s in side], dtype=np.float64) for side in (row, own))
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(row), size=(n_boot, len(row)))
     ratios = seconds[idx].mean(axis=1) / np.maximum(own_seconds[idx].mean(axis=1), 1e-12)

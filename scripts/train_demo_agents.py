@@ -492,10 +492,9 @@ def evaluate(small: Agent | None, large: Agent | None, problems: list[ChainProbl
         out[name], answers = _accuracy(large, prompts, golds, 4)
         if name == "large_direct" and 0 < len(lookups) < len(problems):  # what a confidence gate can skip
             for kind, keep in (("lookup", True), ("chain", False)):
-                rows = [i for i in range(len(problems)) if (i in lookups) == keep]
-                if rows:
-                    right = sum(answers_match(extract_answer(answers[i]), golds[i]) for i in rows)
-                    out[f"large_direct_{kind}"] = right / len(rows)
+                rows = [i for i in range(len(problems)) if (i in lookups) == keep]  # never empty here
+                right = sum(answers_match(extract_answer(answers[i]), golds[i]) for i in rows)
+                out[f"large_direct_{kind}"] = right / len(rows)
     tok = large.tokenizer
     total = sum(len(tok(t)["input_ids"]) for t in gold_reasoning)
     out["key_sentence_token_share"] = (

@@ -18,7 +18,9 @@ Steps (intermediate files under --work, never in the repository):
 5. ``tokenrelay label --config configs/demo_label.yaml``: the large agent labels the units;
 6. ``tokenrelay train --config configs/demo_train.yaml``: the selector -> OUT/selector (an explicit release
    folder, replaced with ``--release.overwrite``);
-7. ``tokenrelay demo`` on the held-out questions (the evaluation engine's preset); its table goes into OUT/README.md.
+7. the confidence gate's tau: ``tokenrelay demo`` on dev questions of the world (their own seed), then
+   ``tokenrelay calibrate`` (the fastest tau as accurate as always transferring) -> OUT/gate.json;
+8. ``tokenrelay demo`` on the held-out questions (the evaluation engine's preset); its table goes into OUT/README.md.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 REPO = Path(__file__).resolve().parent.parent
+GATE_SEED = 8  # the dev questions the gate is calibrated on (the demo's held-out set is seed 7)
 THREADS = 1  # set from --threads: tiny models gain little from more, and lose a lot on a busy machine
 
 
@@ -90,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--demo-questions", type=int, default=100, help="held-out questions of the final check"
     )
+    parser.add_argument(
+        "--gate-questions", type=int, default=200, help="dev questions the confidence gate is calibrated on"
+    )
     parser.add_argument("--skip-agents", action="store_true", help="keep the trained agents in --out")
     parser.add_argument(
         "--demo-only",
@@ -142,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         done("agents")
     if not args.demo_only:
         build_selector(args, out, work, step, done)
+        step("gate")
+        calibrate_gate(out, work, args.gate_questions)
+        done("gate")
     step("demo")
     demo_out = work / "demo"
     _tokenrelay(
@@ -198,6 +207,41 @@ def build_selector(args, out: Path, work: Path, step, done) -> None:
     done("selector")
 
 
+def calibrate_gate(out: Path, work: Path, questions: int) -> dict:
+    """Step 7: the confidence gate's tau for the release, chosen by `tokenrelay calibrate` on dev
+    questions of the demo's world (their own seed, never the held-out set): the fastest tau at which
+    the gated relay with the trained selector is as accurate as always transferring. -> OUT/gate.json"""
+    from selector.demo.preset import GATE_FILE
+    from selector.evaluation.calibrate import CalibrateConfig, calibrate
+    from selector.io import write_json_atomic
+
+    dev = work / "gate_dev"
+    _tokenrelay(
+        "demo", "--questions", str(questions), "--question_seed", str(GATE_SEED), "--out", str(dev),
+        "--checkpoints", str(out), "--tau", "0.5", "--plot", "false",
+    )  # fmt: skip
+    rows = json.loads((dev / "results.json").read_text())["rows"]
+    always = next(
+        r for r in rows if r["kind"] == "relay" and r["selector"] == "selector" and r["gate"] == "always"
+    )
+    chosen = calibrate(
+        CalibrateConfig(eval=str(dev), target_accuracy=always["accuracy"], conditions=[always["condition"]],
+                        out=str(work / "gate_relay.yaml"))
+    )["chosen"]  # fmt: skip
+    gate = {
+        "tau": chosen["tau"],
+        "how": "tokenrelay calibrate on dev questions of the demo's world: the fastest tau at which the "
+        "gated relay with the trained selector reaches the accuracy of always transferring",
+        "dev_seed": GATE_SEED, "dev_questions": questions, "target_accuracy": always["accuracy"],
+        "dev_accuracy": chosen["accuracy"], "dev_transfer_rate": chosen["transfer_rate"],
+    }  # fmt: skip
+    write_json_atomic(out / GATE_FILE, gate)
+    print(
+        f"gate: tau {gate['tau']:.4g} (dev accuracy {chosen['accuracy']:.1%}, transfers {chosen['transfer_rate']:.0%})"
+    )
+    return gate
+
+
 def write_card(out: Path, result: dict, times: dict[str, float]) -> None:
     """checkpoints/demo/README.md: what is shipped, how it was built, and the measured table."""
     from selector.demo import short_table, summary
@@ -215,15 +259,19 @@ def write_card(out: Path, result: dict, times: dict[str, float]) -> None:
 What `tokenrelay demo` runs: two tiny, real Hugging Face causal LMs and a trained TokenRelay selector,
 trained on the synthetic chain-arithmetic world of `selector.demo.synthetic` (questions such as
 `a = 7. b = a + 5. c = 3. d = b - 4. e = c + 2. f = d + 1. What is f?`, whose distractor lines do not
-matter for the answer; the agents' recipe is in their model cards). The large agent's own reasoning
-is the accurate but slow reference; the small agent reasons faster but its recap overshoots on about
-one question in five; the relay hands the large agent the selected steps of the small agent's reasoning.
+matter for the answer; a quarter are lookups such as `... What is a?`; the agents' recipe is in their
+model cards and `configs/demo_agents*.yaml`). The large agent's own reasoning is the accurate but slow
+reference, and it answers lookups directly; the small agent reasons faster but its recap overshoots
+(on about one chain question in six, and on lookups it works the chain through); the relay hands the
+large agent the selected steps of the small agent's reasoning, and its confidence gate (tau in
+`gate.json`, calibrated on dev questions of the world) skips the small agent when the large one is sure.
 
 | folder | what |
 | --- | --- |
 | `small/` | the small agent: writes verbose step-by-step reasoning, a recap, then `Answer: N`, with one characteristic slip (model card inside) |
 | `large/` | the large agent: answers in a few tokens, directly or from a transfer prompt, or writes its own slip-free reasoning; grown to a larger model's cost (model card inside) |
 | `selector/` | the selector (`hidden` backbone: the small agent's hidden states), trained by `tokenrelay train` |
+| `gate.json` | the confidence gate's tau, calibrated on 200 dev questions of the world (their own seed) |
 | `agents_report.json`, `demo_results.json`, `build_times.json` | the measurements below, as JSON |
 
 Weights: {sizes / 1e6:.1f} MB of safetensors in all. Rebuilt with `python -m scripts.build_demo`

@@ -134,6 +134,9 @@ class TrainDemoConfig:
     """The small model's worked solutions carry the world's slip (``verbose_reasoning(slip=True)``)."""
     large_reason_rate: float = 0.4
     """Share of the large model's training sequences that are its own worked solution (reasoning prompt)."""
+    hint_slip_rate: float = 0.0
+    """Share of the large model's hints cut from a slipped worked solution (its recap overshoots), still
+    answered with the gold: the large agent learns to trust the marked step over a wrong recap."""
     large_grow: ModelShape | None = None
     """Grow the trained large model to this shape (function-preserving: same answers, a larger model's cost)."""
 
@@ -145,8 +148,9 @@ class TrainDemoConfig:
             raise ValueError("step counts must be >= 0")
         if self.direct_rate + self.full_rate > 1:
             raise ValueError("direct_rate + full_rate must be <= 1")
-        if not 0 <= self.large_reason_rate <= 1:
-            raise ValueError("large_reason_rate must be in [0, 1]")
+        for name in ("large_reason_rate", "hint_slip_rate"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1]")
 
 
 # --------------------------------------------------------------------------- tokenizer and models
@@ -428,7 +432,8 @@ def large_batches(agent: Agent, problems: list[ChainProblem], config: TrainDemoC
                 target = tok(verbose_reasoning(p, rng) + tok.eos_token, add_special_tokens=False)["input_ids"]
                 rows.append((prompt + target, [0.0] * len(prompt) + [1.0] * len(target)))
                 continue
-            reasoning = verbose_reasoning(p, rng, with_answer=False)
+            slip = config.hint_slip_rate > 0 and rng.random() < config.hint_slip_rate  # no draw at rate 0
+            reasoning = verbose_reasoning(p, rng, with_answer=False, slip=slip)
             hint = hint_subset(reasoning, rng, config)
             prompt = tok(transfer_prompt(agent, p.question, hint).text, add_special_tokens=False)["input_ids"]
             target = tok(answer_target(p.answer) + tok.eos_token, add_special_tokens=False)["input_ids"]
@@ -520,7 +525,8 @@ given `selector.prompts.reasoning_prompt(agent, question)` for a synthetic chain
 (`selector.demo.synthetic`), it writes verbose step-by-step reasoning — filler words around one step per
 assigned variable, the asked variable's step marked — then a recap and `Answer: N`. It has the
 world's one slip (`selector.demo.synthetic`): when the question's last line goes one step past the asked
-variable, its recap and answer overshoot to that line's value, while its marked step stays right.
+variable, its recap and answer overshoot to that line's value (asked for a stated constant, a lookup, it
+works the chain through and reports the last value computed from it), while its marked step stays right.
 
 It is a toy: it knows nothing outside this synthetic world.
 
@@ -564,7 +570,8 @@ It is a toy: it knows nothing outside this synthetic world.
 Trained by `scripts/train_demo_agents.py` (warm start: {init}) on {train} synthetic questions: a
 {reason:.0%} share of training sequences are its own worked solutions; the others hold
 no hint ({direct:.0%}), the whole answer-free worked solution ({full:.0%}),
-or a random sentence subset (each sentence kept with a probability drawn per prompt), followed by
+or a random sentence subset (each sentence kept with a probability drawn per prompt), cut from a
+worked solution whose recap overshoots as the small agent's does in a {slip:.0%} share, followed by
 the gold answer; loss on the answer (weight 1) and on the prompt (weight {ctx}). {copy_steps} warm-up
 steps on a synthetic copying task (random token runs, then the same run again), then {steps} AdamW
 steps of {batch} sequences, peak lr {lr}, on CPU ({minutes:.1f} min wall, {cpu_minutes:.1f} CPU-minutes). Rebuild everything with
@@ -769,6 +776,7 @@ def run(config: TrainDemoConfig) -> dict:
                 reason=config.large_reason_rate,
                 init=training.get("large", {}).get("init") or "none, from scratch",
                 full=config.full_rate,
+                slip=config.hint_slip_rate,
                 ctx=config.context_loss_weight,
                 metrics=_metrics_table(metrics, LARGE_KEYS),
                 **timing("large"),

@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -61,6 +62,10 @@ class Generation:
     """Wall time of the batch's remaining decode steps (shared by the batch's items)."""
     hidden_states: torch.Tensor | None = None
     """(new_tokens, hidden) at the requested layer, when asked for."""
+    cached_tokens: int = 0
+    """Prompt tokens taken from a ``PromptCache`` instead of prefilled (``prefill_s`` ran the rest)."""
+    prompt_cache: Any = None
+    """This prompt's ``PromptCache`` with its KV, when the call asked to keep it (batch 1, text only)."""
 
 
 @dataclass

@@ -9,6 +9,7 @@ reasoning variants; ``selector.prefix_cache``). Its config and result types are 
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
@@ -30,13 +31,16 @@ from .agent_types import (
     _resolve_device,
     _score_requests,
 )
-from .prefix_cache import PrefixTreeScoring
+from .prefix_cache import PrefixTreeScoring, PromptCache, cut_cache
 
-__all__ = ["DTYPES", "Agent", "AgentConfig", "Generation", "ScoreResult", "TokenTimer"]
+__all__ = ["DTYPES", "Agent", "AgentConfig", "Generation", "PromptCache", "ScoreResult", "TokenTimer"]
 
 
 class Agent(PrefixTreeScoring):
     """A small or large model: prompt formatting, batched generation and scoring."""
+
+    supports_prompt_cache = True
+    """``generate``/``answer_and_score`` take ``prefix`` and ``keep_prompt`` (a remote engine does not)."""
 
     def __init__(self, model, tokenizer, processor=None, config: AgentConfig | None = None):
         self.model = model.eval()
@@ -194,11 +198,15 @@ class Agent(PrefixTreeScoring):
         top_p: float = 1.0,
         seed: int | None = None,
         hidden_layer: int | None = None,
+        prefix: PromptCache | None = None,
+        keep_prompt: bool = False,
     ) -> list[Generation]:
         """Generate for a batch of formatted prompts (left padding), greedy unless ``do_sample``.
 
         ``images`` holds one list of images per prompt (image prompts need the model's image
-        tokens in their text: ``format_chat(..., n_images=k)`` puts them there).
+        tokens in their text: ``format_chat(..., n_images=k)`` puts them there). For one text-only
+        prompt, ``prefix`` lets it resume from an earlier prompt's KV cache where their tokens agree,
+        and ``keep_prompt`` returns its own (``Generation.prompt_cache``) for a later prompt.
         """
         if not prompts:
             return []
@@ -206,7 +214,7 @@ class Agent(PrefixTreeScoring):
         encoded = [self.encode_prompt(p, im) for p, im in zip(prompts, images)]
         results, _ = self._generate_encoded(
             encoded, max_new_tokens, do_sample=do_sample, temperature=temperature, top_p=top_p, seed=seed,
-            hidden_layer=hidden_layer,
+            hidden_layer=hidden_layer, prefix=prefix, keep_prompt=keep_prompt,
         )  # fmt: skip
         return results
 
@@ -220,6 +228,8 @@ class Agent(PrefixTreeScoring):
         top_p: float = 1.0,
         seed: int | None = None,
         hidden_layer: int | None = None,
+        prefix: PromptCache | None = None,
+        keep_prompt: bool = False,
     ):
         """Generate for encoded prompts; also returns (batch, raw output) for callers that reuse the KV."""
         if max_new_tokens < 1:
@@ -228,6 +238,8 @@ class Agent(PrefixTreeScoring):
         prompt_lens = [int(n) for n in batch["attention_mask"].sum(1)]
         if seed is not None:
             torch.manual_seed(seed)
+        kv, reused = self._resume_from(prefix, encoded)  # before the clock: the earlier prompt paid for it
+        resume = {"cache": kv} if kv is not None else {}
         timer = TokenTimer()
         sampling = {"do_sample": do_sample}
         if do_sample:
@@ -243,6 +255,7 @@ class Agent(PrefixTreeScoring):
             stopping_criteria=[timer],
             pad_token_id=self.tokenizer.pad_token_id,
             **sampling,
+            **resume,
         )
         end = time.perf_counter()
         first = timer.first or end
@@ -266,8 +279,13 @@ class Agent(PrefixTreeScoring):
                     new_tokens=n,
                     prefill_s=prefill_s,
                     decode_s=decode_s,
+                    cached_tokens=reused,
                 )
             )
+        text_only = len(encoded) == 1 and not set(encoded[0]) - {"input_ids", "attention_mask"}
+        if keep_prompt and text_only and getattr(out.cache, "is_croppable", False):
+            kv = cut_cache(copy.deepcopy(out.cache), width)  # a copy: callers crop and extend the original
+            results[0].prompt_cache = PromptCache(text="", ids=batch["input_ids"][0], kv=kv)
         if hidden_layer is not None:
             states = self._hidden_states(batch, new, [r.new_tokens for r in results], hidden_layer)
             for r, h in zip(results, states):
@@ -282,21 +300,26 @@ class Agent(PrefixTreeScoring):
         *,
         images: Sequence[Sequence] | None = None,
         max_new_tokens: int = 16,
+        prefix: PromptCache | None = None,
+        keep_prompt: bool = False,
     ) -> tuple[list[Generation], list[ScoreResult]]:
         """Greedy answers to ``(prefix, rest)`` prompts and log p(target | prompt), sharing one prefill.
 
-        Equal to ``generate([prefix + rest])`` and ``score([(prefix, rest)], targets)`` (what an
-        evaluation asks of every prompt) at little more than the generation's cost: the target is
-        run on the generation's own KV cache, cropped back to the prompt. A prompt whose pieces
-        tokenize differently from its whole text, an image prompt, or a model whose cache cannot be
-        cropped, is scored by ``score`` instead, so the numbers never depend on which path ran.
+                Equal to ``generate([prefix + rest])`` and ``score([(prefix, rest)], targets)`` (what an
+                evaluation asks of every prompt) at little more than the generation's cost: the target is
+                run on the generation's own KV cache, cropped back to the prompt (``prefix`` and ``keep_prompt``
+        as in ``generate``). A prompt whose pieces
+                tokenize differently from its whole text, an image prompt, or a model whose cache cannot be
+                cropped, is scored by ``score`` instead, so the numbers never depend on which path ran.
         """
         prompts = [tuple(p) for p in prompts]
         targets, images = _score_requests(prompts, targets, images)
         if not prompts:
             return [], []
         encoded = [self.encode_prompt(a + b, im) for (a, b), im in zip(prompts, images)]
-        gens, (batch, out) = self._generate_encoded(encoded, max_new_tokens)
+        gens, (batch, out) = self._generate_encoded(
+            encoded, max_new_tokens, prefix=prefix, keep_prompt=keep_prompt
+        )
         shared = [
             not im and torch.equal(enc["input_ids"], torch.cat([self.encode_text(a), self.encode_text(b)]))
             for (a, b), im, enc in zip(prompts, images, encoded)

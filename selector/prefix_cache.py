@@ -4,16 +4,37 @@ Labeling scores one question under many reasoning variants: the prompt's prefix 
 question) is encoded once, and the variants, visited in token order, share their longest common
 start in a batch-1 "stem" cache that is cropped back and grown instead of recomputed. This is the
 ``Agent``'s ``score(reuse_prefix=True)`` path, kept apart from generation and plain scoring.
+
+``PromptCache`` is the same idea for generation: the relay's answer from a transfer prompt starts
+with the tokens of its direct-answer prompt (system and question), so it resumes from that prompt's
+KV cache and prefills only the transfer and the instructions after it.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-__all__ = ["PrefixTreeScoring"]
+__all__ = ["PrefixTreeScoring", "PromptCache"]
+
+
+@dataclass
+class PromptCache:
+    """A batch-1 prompt and, once computed, its KV cache: a later prompt sharing its first tokens
+    resumes from it (``Agent.generate(prefix=...)``). Without ``kv`` (a prompt whose generation came
+    from an evaluation cache), the agent computes it on first use, outside the timed generation: the
+    prompt's own generation already paid for that prefill."""
+
+    text: str
+    """The formatted prompt (tokenized on first use when ``ids`` is None)."""
+    ids: torch.Tensor | None = None
+    """Its token ids (1-D), when known."""
+    kv: Any = None
+    """The model's cache over exactly ``ids`` (never mutated: each use works on a copy)."""
 
 
 class PrefixTreeScoring:
@@ -68,6 +89,26 @@ class PrefixTreeScoring:
                 # Position 0 of this chunk is predicted by the stem's last logits.
                 row_logits = torch.cat([stem.last_logits[None], logits[row]], dim=0)
                 results[i] = self._gather(row_logits, len(rems[row]) + 1, tgts[row])
+
+    def _resume_from(self, prefix: PromptCache | None, encoded: list[dict]) -> tuple[Any, int]:
+        """A copy of ``prefix``'s cache cut to the longest common start with the one text-only prompt
+        in ``encoded`` (at least its last token left to run), and that length; (None, 0) otherwise."""
+        if prefix is None or len(encoded) != 1 or set(encoded[0]) - {"input_ids", "attention_mask"}:
+            return None, 0
+        ids = encoded[0]["input_ids"]
+        if prefix.ids is None:
+            prefix.ids = self.encode_prompt(prefix.text, [])["input_ids"]
+        n = min(_common_prefix_len([prefix.ids.to(ids.device), ids]), len(ids) - 1)
+        if n < 1:
+            return None, 0
+        if prefix.kv is None:
+            out = self.model(
+                input_ids=prefix.ids[None].to(self.device), use_cache=True, **self._last_logits_only(1)
+            )
+            if not getattr(out.cache, "is_croppable", False):
+                return None, 0
+            prefix.kv = out.cache
+        return cut_cache(copy.deepcopy(prefix.kv), n), n
 
     def _last_logits_only(self, n: int) -> dict:
         """``logits_to_keep=n`` where the model takes it: the LM head over a 150k vocabulary is
@@ -143,6 +184,14 @@ class _Stem:
         if drop > 0:
             self.cache.crop(-drop)
             self.tokens = self.tokens[:keep]
+
+
+def cut_cache(kv, keep: int):
+    """``kv`` cut (in place) to its first ``keep`` positions; returned for chaining."""
+    extra = kv.get_seq_length() - keep
+    if extra > 0:
+        kv.crop(-extra)  # this transformers' caches crop by a negative count only
+    return kv
 
 
 def _common_prefix_len(seqs: Sequence[torch.Tensor]) -> int:

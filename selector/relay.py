@@ -4,7 +4,8 @@ Per batch of questions: (1) the large model answers directly (unless the gate is
 (2) the small model reasons for the questions that need it (see ``selector.gating``); (3) the gate
 decides which questions transfer; (4) a selector scores the reasoning's units and a budget keeps
 the best (``selector.selection``); (5) the large model answers again from the transfer prompt
-(``selector.prompts.transfer_prompt``, the builder the labelers use).
+(``selector.prompts.transfer_prompt``, the builder the labelers use). At batch 1 that answer
+resumes from the direct prompt's KV cache (``reuse_prompt``): only the transfer is prefilled.
 
 Every result carries per-stage wall time and token counts. Stage times of batched generation are
 the batch's wall time (what each question waited); run with ``batch_size=1`` for per-question
@@ -169,20 +170,22 @@ class Relay:
             self.large, ex.question, reasoning, choices=ex.choices, images=ex.images, template=self.template
         )
 
-    def _answer_batch(self, parts: list[PromptParts]) -> list[Generation]:
+    def _answer_batch(self, parts: list[PromptParts], **cache) -> list[Generation]:
         return self.large.generate(
             [p.text for p in parts],
             images=[p.images for p in parts],
             max_new_tokens=self.config.answer_tokens,
+            **cache,
         )
 
     def _answer_and_score(
-        self, parts: list[PromptParts], golds: list[str | None]
+        self, parts: list[PromptParts], golds: list[str | None], **cache
     ) -> tuple[list[Generation], list[float | None]]:
-        """Answers, and with ``score_gold`` log p(gold | prompt) from the same prefill (None: no gold)."""
+        """Answers, and with ``score_gold`` log p(gold | prompt) from the same prefill (None: no gold).
+        ``cache``: the prompt-cache arguments (``prefix``, ``keep_prompt``) of a one-prompt call."""
         scored = [i for i, g in enumerate(golds) if g] if self.config.score_gold else []
         if not scored:
-            return self._answer_batch(parts), [None] * len(parts)
+            return self._answer_batch(parts, **cache), [None] * len(parts)
         gens: list[Generation | None] = [None] * len(parts)
         logprobs: list[float | None] = [None] * len(parts)
         both = self.large.answer_and_score(
@@ -190,6 +193,7 @@ class Relay:
             [answer_target(golds[i]) for i in scored],
             images=[parts[i].images for i in scored],
             max_new_tokens=self.config.answer_tokens,
+            **cache,
         )
         for i, gen, s in zip(scored, *both):
             gens[i], logprobs[i] = gen, s.logprob
@@ -198,6 +202,15 @@ class Relay:
             for i, gen in zip(rest, self._answer_batch([parts[i] for i in rest])):
                 gens[i] = gen
         return gens, logprobs  # type: ignore[return-value]
+
+    def _reuses_prompt(self, batch: Sequence[Example]) -> bool:
+        """Whether the final answer resumes from the direct prompt's cache (``reuse_prompt``)."""
+        return (
+            self.config.reuse_prompt
+            and len(batch) == 1
+            and not batch[0].images
+            and getattr(self.large, "supports_prompt_cache", False)
+        )
 
     def _run_batch(self, batch: list[Example]) -> list[RelayResult]:
         cfg, gate = self.config, self.gate
@@ -211,10 +224,13 @@ class Relay:
         golds = [ex.answer or None for ex in batch]
         gold_logprob: list[float | None] = [None] * n
         known: dict[int, tuple[str | None, float | None]] = {}  # direct answers as they arrive
+        reuse = self._reuses_prompt(batch)
 
         def run_direct() -> tuple[list[Generation], list[float | None], float]:
             start = time.perf_counter()
-            gens, lps = self._answer_and_score(direct_parts, golds)
+            gens, lps = self._answer_and_score(
+                direct_parts, golds, **({"keep_prompt": True} if reuse else {})
+            )
             for i, gen in enumerate(gens):
                 known[i] = (
                     answer_from_generation(gen.text),
@@ -243,7 +259,7 @@ class Relay:
             if need is None:
                 need = [i for i in range(n) if gate.transfer(known[i][0], known[i][1], None)]
             small_out = self._reason(batch, need, known) if need else []
-        direct_done = t0
+        direct_done, kept = t0, None
         if direct_out is not None:
             gens_direct, gold_logprob, direct_done = direct_out
             for r, gen in zip(res, gens_direct):
@@ -251,6 +267,7 @@ class Relay:
                 r.direct_answer = r.answer = answer_from_generation(gen.text)
                 r.direct_prob = answer_probability(self.large.tokenizer, gen.token_ids, gen.logprobs)
                 r.stages["large_direct"] = _batch_stats(gen)
+            kept = gens_direct[0].prompt_cache if reuse else None
         gens: dict[int, Generation] = {}
         ready = {i: direct_done for i in range(n)}  # when each answer could be given (concurrent)
         for i, (gen, stream, end) in zip(need, small_out):
@@ -286,7 +303,9 @@ class Relay:
                 final_parts[i] = self._prompt(batch[i], transfers[i].text)
             start = time.perf_counter()
             answered, scores = self._answer_and_score(
-                [final_parts[i] for i in order], [golds[i] for i in order]
+                [final_parts[i] for i in order],
+                [golds[i] for i in order],
+                **({"prefix": kept} if kept else {}),
             )
             final_done = start + _generation_s(answered)
             for i, gen, lp in zip(order, answered, scores):
@@ -294,7 +313,7 @@ class Relay:
                 r = res[i]
                 r.output = gen.text
                 r.answer = answer_from_generation(gen.text)
-                r.stages["large_prefill"] = StageStats(gen.prefill_s, gen.prompt_tokens, 1)
+                r.stages["large_prefill"] = StageStats(gen.prefill_s, gen.prompt_tokens, 1, gen.cached_tokens)
                 r.stages["large_decode"] = StageStats(gen.decode_s, 0, max(0, gen.new_tokens - 1))
                 ready[i] = final_done
         for i, (ex, r) in enumerate(zip(batch, res)):

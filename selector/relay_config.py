@@ -95,6 +95,11 @@ class RelayConfig:
     """selfinfo selector: sum (Selective Context) or mean of token self-information per unit."""
     score_gold: bool = False
     """Also score the gold answer's log-prob after the final prompt (extra pass, not in latency)."""
+    reuse_prompt: bool = True
+    """Batch 1, text only: the large model's answer from a transfer resumes from the KV cache of its
+    direct-answer prompt (the system message and the question are the same tokens), so only the
+    transfer and the instructions after it are prefilled. Answers equal a full prefill's up to float
+    rounding; off: every prompt is prefilled whole."""
 
     def __post_init__(self) -> None:
         check_budget(self.budget_kind, self.budget_value)
@@ -148,6 +153,8 @@ class StageStats:
     seconds: float = 0.0
     prompt_tokens: int = 0
     new_tokens: int = 0
+    cached_tokens: int = 0
+    """Of ``prompt_tokens``, those resumed from an earlier prompt's KV cache instead of prefilled."""
 
 
 @dataclass

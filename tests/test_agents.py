@@ -221,3 +221,33 @@ def test_half_precision_weights_on_a_cpu_come_with_a_warning(tiny_lm_dir):
     with pytest.warns(UserWarning, match="float32"):
         agent = Agent.from_pretrained(tiny_lm_dir, device="cpu", dtype="bfloat16")
     assert agent.model.dtype == torch.bfloat16
+
+
+def test_a_prompt_resumes_from_an_earlier_prompts_cache(lm):
+    """The answer from a transfer prompt resumes from the direct prompt's KV cache: the same tokens,
+    log-probs and gold score as a full prefill, with only the differing rest prefilled."""
+    question = "Let x = 3 and y = x + 4. What is y times 2?"
+    direct = transfer_prompt(lm, question, None)
+    hinted = transfer_prompt(lm, question, "y = 7. Then y times 2 is 14.")
+    [first] = lm.generate([direct.text], max_new_tokens=4, keep_prompt=True)
+    kept = first.prompt_cache
+    n_direct = len(lm.encode_text(direct.text))
+    assert kept is not None and kept.kv.get_seq_length() == n_direct == len(kept.ids)
+    plain = lm.generate([hinted.text], max_new_tokens=6)[0]
+    for prefix in (kept, type(kept)(text=direct.text)):  # the kept KV, or one computed on first use
+        resumed = lm.generate([hinted.text], max_new_tokens=6, prefix=prefix)[0]
+        assert resumed.token_ids == plain.token_ids and resumed.text == plain.text
+        assert resumed.logprobs == pytest.approx(plain.logprobs, abs=1e-4)
+        shared = len(lm.encode_text(direct.prefix))
+        assert shared <= resumed.cached_tokens < n_direct and resumed.prompt_tokens == plain.prompt_tokens
+    assert kept.kv.get_seq_length() == n_direct  # never mutated by a use
+    gens, scores = lm.answer_and_score([hinted.as_pair()], [" 14"], max_new_tokens=6, prefix=kept)
+    alone = lm.score([hinted.as_pair()], [" 14"], reuse_prefix=False)[0]
+    assert gens[0].token_ids == plain.token_ids and scores[0].logprob == pytest.approx(
+        alone.logprob, abs=1e-4
+    )
+    # A prompt that shares nothing, or a batch, ignores the prefix.
+    other = lm.generate(["Say hello there"], max_new_tokens=3, prefix=kept)[0]
+    assert other.cached_tokens == 0
+    batch = lm.generate([hinted.text, direct.text], max_new_tokens=3, prefix=kept, keep_prompt=True)
+    assert all(g.cached_tokens == 0 and g.prompt_cache is None for g in batch)

@@ -53,6 +53,8 @@ def test_shipped_checkpoints_are_small_and_documented():
         assert (SHIPPED / name / "model.safetensors").is_file()
     assert (SHIPPED / "README.md").is_file()
     assert not [p for p in files if p.suffix in (".bin", ".pt", ".pth", ".ckpt", ".pkl")]
+    gate = json.loads((SHIPPED / "gate.json").read_text())  # the calibrated tau the demo's gate uses
+    assert 0 < gate["tau"] < 1 and gate["dev_seed"] != DEMO_SEED and gate["dev_questions"] >= 100
 
 
 def test_demo_is_the_engine_preset(tmp_path, capsys):
@@ -65,6 +67,7 @@ def test_demo_is_the_engine_preset(tmp_path, capsys):
     result = json.loads((out / "results.json").read_text())
     config = DemoConfig(questions=3, out=str(out), budgets=[0.25], batch_size=3, reason_tokens=40)
     eval_config = demo_eval_config(config, SHIPPED, out / "questions.jsonl")
+    assert eval_config.relay.tau == json.loads((SHIPPED / "gate.json").read_text())["tau"]
     assert [r["condition"] for r in result["rows"]] == [c.id for c in build_grid(eval_config)]
     ids = {r["condition"] for r in result["rows"]}
     assert {"large_direct", "large_reasoning", "small_reasoning"} <= ids
@@ -95,6 +98,22 @@ def test_demo_reports_missing_checkpoints_clearly(tmp_path, capsys):
     )
     err = capsys.readouterr().err
     assert "small, large, selector are missing" in err and "scripts.build_demo" in err
+
+
+def test_checkpoints_without_a_calibrated_gate_need_a_tau(tmp_path, capsys):
+    """A release folder without gate.json is refused with the way out (rebuild or --tau), and runs with --tau."""
+    root = tmp_path / "release"
+    root.mkdir()
+    for name in ("small", "large", "selector"):
+        (root / name).symlink_to(SHIPPED / name)
+    argv = ["demo", "--questions", "2", "--checkpoints", str(root), "--out", str(tmp_path / "o"), "--baselines", "[]",
+            "--reason-tokens", "20", "--plot", "false"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "gate.json" in err and "--tau" in err and "Traceback" not in err
+    assert main([*argv, "--tau", "0.7"]) == 0
+    result = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert result["config"]["relay"]["tau"] == 0.7
 
 
 @pytest.mark.parametrize(

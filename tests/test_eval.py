@@ -203,6 +203,24 @@ def test_second_run_calls_no_model_and_reports_the_same_numbers(
     assert second_records == first_records  # per question too: answers, stages, latency
 
 
+def test_batch_one_relay_rows_resume_from_the_direct_prompt_and_rerun_from_the_cache(
+    agents, tiny_lm_dir, tiny_plain_lm_dir, arithmetic_jsonl, tmp_path
+):
+    """At batch 1 a gated relay's final answer resumes from its direct prompt's KV (computed on first
+    use, since the direct answer came from the cache), keyed apart; a rerun reaches no model."""
+    config = _config(arithmetic_jsonl, tiny_lm_dir, tiny_plain_lm_dir, tmp_path / "e", selectors=["first"],
+                     budgets=[0.5], gates=["agreement"])  # fmt: skip
+    config.relay.batch_size = 1
+    first = run_eval(config, agents=agents, progress=False)
+    records = [json.loads(x) for x in (tmp_path / "e" / "records.jsonl").read_text().splitlines()]
+    relayed = [r for r in records if r["condition"].startswith("relay") and r["path"] == "transfer"]
+    assert relayed and all(r["stages"]["large_prefill"]["cached_tokens"] > 0 for r in relayed)
+    _reset(agents)
+    second = run_eval(config, agents=agents, progress=False)
+    assert agents[0].calls == Counter() and agents[1].calls == Counter()
+    assert second["rows"] == first["rows"]
+
+
 def test_growing_the_grid_reuses_the_cached_reasoning(
     agents, tiny_lm_dir, tiny_plain_lm_dir, arithmetic_jsonl, tmp_path
 ):

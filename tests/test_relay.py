@@ -169,6 +169,25 @@ def test_batch_equals_one_at_a_time(small, large):
         assert {k: getattr(a, k) for k in keys} == {k: getattr(b, k) for k in keys}
         assert a.gold_logprob == pytest.approx(b.gold_logprob, abs=1e-4)
         assert a.direct_prob == pytest.approx(b.direct_prob, rel=1e-4)
+        if a.path == "transfer":  # batch 1 resumed from the direct prompt's cache; a batch of 4 did not
+            assert a.stages["large_prefill"].cached_tokens == 0
+            assert 0 < b.stages["large_prefill"].cached_tokens < b.stages["large_prefill"].prompt_tokens
+
+
+def test_resuming_from_the_direct_prompt_changes_no_answer(small, large):
+    """``reuse_prompt`` off prefills every final prompt whole: the same answers and gold log-probs."""
+    runs = [
+        _relay(small, large, gate="agreement", batch_size=1, score_gold=True, reuse_prompt=reuse).run(
+            EXAMPLES, progress=False
+        )
+        for reuse in (True, False)
+    ]
+    assert any(r.path == "transfer" for r in runs[0])
+    for on, off in zip(*runs):
+        assert (on.answer, on.path, on.transfer_text) == (off.answer, off.path, off.transfer_text)
+        assert on.gold_logprob == pytest.approx(off.gold_logprob, abs=1e-4)
+        if on.path == "transfer":
+            assert on.stages["large_prefill"].cached_tokens > 0 == off.stages["large_prefill"].cached_tokens
 
 
 def test_relay_on_a_vision_language_model(tiny_vlm_dir, tmp_path):

@@ -13,6 +13,7 @@ into the same folder reports the same numbers (``--fresh true`` measures again).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Sequence
@@ -34,6 +35,8 @@ __all__ = [
 
 DEMO_SEED = 7
 """Seed of the demo's held-out questions (the agents and the selector never trained on them)."""
+GATE_FILE = "gate.json"
+"""In the checkpoints folder: the confidence gate's calibrated tau and how it was chosen."""
 BUILD_HINT = "rebuild them with `python -m scripts.build_demo`"
 HEURISTICS = ("random", "first", "last", "selfinfo")
 
@@ -62,8 +65,11 @@ class DemoConfig:
     large-model scoring per reasoning unit)."""
     gate: str = "confidence"
     """Gate of the gated relay: confidence (skips the small model when the large one is sure) or agreement."""
-    tau: float = 0.9
-    """The confidence gate's threshold on the large model's direct-answer probability."""
+    tau: float | None = None
+    """The confidence gate's threshold on the large model's direct-answer probability (None: the tau
+    calibrated for the checkpoints, their ``gate.json``, written by ``scripts/build_demo.py``)."""
+    question_seed: int = DEMO_SEED
+    """Seed of the questions: the held-out set by default (the build calibrates the gate on another)."""
     batch_size: int = 100
     """Questions per batch (stage times are a batch's wall time divided by its size)."""
     reason_tokens: int = 320
@@ -96,7 +102,8 @@ class DemoConfig:
             raise ValueError(f"unknown baseline(s) {unknown}; choose from {allowed}")
         if self.gate not in ("confidence", "agreement"):
             raise ValueError(f"gate must be confidence or agreement, got {self.gate!r}")
-        check_gate(self.gate, self.tau)
+        if self.tau is not None:
+            check_gate(self.gate, self.tau)
         for name in ("batch_size", "reason_tokens", "answer_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -115,6 +122,16 @@ def checkpoint_root(config: DemoConfig) -> Path:
     return root
 
 
+def shipped_tau(root: Path) -> float:
+    """The confidence gate's tau calibrated for the checkpoints in ``root`` (``gate.json``)."""
+    path = root / GATE_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing (the calibrated gate): {BUILD_HINT}, or give --tau")
+    tau = json.loads(path.read_text())["tau"]
+    check_gate("confidence", tau)
+    return tau
+
+
 def demo_eval_config(config: DemoConfig, root: Path, data: Path):
     """The evaluation engine's config this preset stands for."""
     from ..evaluation import EvalConfig
@@ -123,7 +140,7 @@ def demo_eval_config(config: DemoConfig, root: Path, data: Path):
     relay = RelayConfig(
         small=str(root / "small"),
         large=str(root / "large"),
-        tau=config.tau,
+        tau=config.tau if config.tau is not None else shipped_tau(root),
         reason_tokens=config.reason_tokens,
         answer_tokens=config.answer_tokens,
         batch_size=config.batch_size,
@@ -159,7 +176,7 @@ def run_demo(config: DemoConfig, progress: bool = True) -> dict:
         shutil.rmtree(out / "cache")
     out.mkdir(parents=True, exist_ok=True)
     data = out / "questions.jsonl"
-    write_synthetic_jsonl(data, config.questions, seed=DEMO_SEED, config=DEMO_WORLD)
+    write_synthetic_jsonl(data, config.questions, seed=config.question_seed, config=DEMO_WORLD)
     result = run_eval(demo_eval_config(config, root, data), progress=progress)
     result["checkpoints"] = str(root)
     return result

@@ -13,12 +13,13 @@ fraction of the text.
 The demo's small model has one characteristic slip (``verbose_reasoning(..., slip=True)``): when the
 question's last line goes one step past the asked variable (``g = d + 2`` after ``d`` is asked), its
 recap and final answer overshoot to that last value, although its step for the asked variable (the
-line marked "which the question asks for") is right. A reader of its whole reasoning meets two
+line marked "which the question asks for") is right; asked for a stated constant (a lookup), it works
+the chain through and reports the last value computed from it. A reader of its whole reasoning meets two
 answers; a selector that keeps the marked step and drops the recap filters the mistake out.
 
 Some questions may be lookups (``SyntheticConfig.lookup_rate``: ``... What is q?``, whose value the
 question states): questions a large model can answer directly, so a confidence gate can skip the
-small model there. The shipped demo's world (``DEMO_WORLD``) has none yet.
+small model there; the shipped demo's world (``DEMO_WORLD``) has a quarter of them.
 
 Everything is a pure function of ``(config, seed)``, so a test, an ablation and the demo build see
 the same questions.
@@ -131,11 +132,11 @@ class SyntheticConfig:
                 raise ValueError(f"{name} is a probability in [0, 1], got {getattr(self, name)}")
 
 
-DEMO_WORLD = SyntheticConfig()
-"""The world of the shipped demo (its agents, its selector and its held-out questions): one source
-for the agents' training script, the selector's build and `tokenrelay demo`. Chains only: a rebuild
-with a quarter of lookups (``lookup_rate=0.25``, which the large agent then answers directly) has
-not yet matched the shipped agents' accuracy."""
+DEMO_WORLD = SyntheticConfig(lookup_rate=0.25)
+"""The world of the shipped demo (its agents, its selector, its gate's dev questions and its held-out
+questions): one source for the agents' training script, the demo build and `tokenrelay demo`. A
+quarter of its questions are lookups, which the large agent answers directly and the small agent
+overshoots: the confidence gate skips the small model exactly there."""
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,8 @@ class ChainProblem:
     """The asked variable."""
     chain: list[str] = field(default_factory=list)
     """The asked variable's dependency chain, root first (the lines that matter)."""
+    lookup: bool = False
+    """The asked variable is a constant the question states (``SyntheticConfig.lookup_rate``)."""
 
     @property
     def values(self) -> dict[str, int]:
@@ -178,9 +181,19 @@ class ChainProblem:
 
     @property
     def overshoot(self) -> str:
-        """The variable a hasty reader reports: the last line when it is computed from the asked one."""
+        """The variable a hasty reader reports: the last line when it is computed from the asked one;
+        asked for a stated constant (a lookup), the last line computed from it, through any steps
+        (it works the chain through instead of reading the value off)."""
         last = self.assignments[-1]
-        return last.name if last.parent == self.target else self.target
+        if last.parent == self.target:
+            return last.name
+        if self.lookup:
+            below = {self.target}
+            for a in self.assignments:
+                if a.parent in below:
+                    below.add(a.name)
+            return [a.name for a in self.assignments if a.name in below][-1]
+        return self.target
 
     @property
     def question(self) -> str:
@@ -239,7 +252,9 @@ def generate_problem(rng: random.Random, config: SyntheticConfig, id: str = "0")
         chain = [Assignment(rename[a.name], a.value) for a in chain]
     if lookup:
         chain = chain[:1]
-    return ChainProblem(id=id, assignments=order, target=chain[-1].name, chain=[a.name for a in chain])
+    return ChainProblem(
+        id=id, assignments=order, target=chain[-1].name, chain=[a.name for a in chain], lookup=lookup
+    )
 
 
 def generate_problems(n: int, seed: int = 0, config: SyntheticConfig | None = None) -> list[ChainProblem]:

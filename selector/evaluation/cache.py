@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..agents import Agent, Generation, ScoreResult
+from ..agents import Agent, Generation, PromptCache, ScoreResult
 from ..io import atomic_path
 
 __all__ = [
@@ -199,10 +199,12 @@ class CachedAgent:
         top_p: float = 1.0,
         seed: int | None = None,
         hidden_layer: int | None = None,
+        prefix: PromptCache | None = None,
+        keep_prompt: bool = False,
     ) -> list[Generation]:
         prompts = list(prompts)
         images = [list(im) for im in images] if images is not None else [[] for _ in prompts]
-        params = {"max_new_tokens": max_new_tokens, "do_sample": do_sample}
+        params = {"max_new_tokens": max_new_tokens, "do_sample": do_sample, **_resume_key(prefix, prompts)}
         if do_sample:
             params.update(temperature=temperature, top_p=top_p, seed=seed)
         keys = [
@@ -230,6 +232,7 @@ class CachedAgent:
                 top_p=top_p,
                 seed=seed,
                 hidden_layer=layer,
+                **({"prefix": prefix} if params.get("resume_from") else {}),
             )
             entries = []
             for i, gen in zip(missing, gens):
@@ -260,7 +263,12 @@ class CachedAgent:
                 value["hidden"][str(hidden_layer)] = self.cache.save_tensor(f"{keys[i]}-L{hidden_layer}", h)
                 entries.append({**old, "value": value})
             self.cache.put(entries)
-        return [self._generation(self.cache.get(k)["value"], hidden_layer) for k in keys]
+        gens = [self._generation(self.cache.get(k)["value"], hidden_layer) for k in keys]
+        if keep_prompt and len(prompts) == 1 and not images[0]:
+            gens[0].prompt_cache = PromptCache(
+                text=prompts[0]
+            )  # its KV is computed if a later prompt uses it
+        return gens
 
     def _generation(self, value: dict, hidden_layer: int | None) -> Generation:
         hidden = None
@@ -276,14 +284,18 @@ class CachedAgent:
         *,
         images: Sequence[Sequence] | None = None,
         max_new_tokens: int = 16,
+        prefix: PromptCache | None = None,
+        keep_prompt: bool = False,
     ) -> tuple[list[Generation], list[ScoreResult]]:
         """``Agent.answer_and_score`` through the cache: its entries are the ones ``generate`` and
         ``score`` write, so either call finds what the other computed. Prompts missing both share
-        one prefill; a prompt missing only one of them computes only that one."""
+        one prefill; a prompt missing only one of them computes only that one. A generation that
+        resumed from a ``prefix`` is keyed apart (its prefill time differs; its score does not)."""
         prompts = [tuple(p) for p in prompts]
         targets = list(targets)
         images = [list(im) for im in images] if images is not None else [[] for _ in prompts]
-        params = {"max_new_tokens": max_new_tokens, "do_sample": False}
+        resume = _resume_key(prefix, [a + b for a, b in prompts])
+        params = {"max_new_tokens": max_new_tokens, "do_sample": False, **resume}
         gen_keys = [
             self.cache.key(self.model_key, "generate", a + b, image_keys(im), params)
             for (a, b), im in zip(prompts, images)
@@ -301,6 +313,7 @@ class CachedAgent:
                 [targets[i] for i in both],
                 images=[images[i] for i in both],
                 max_new_tokens=max_new_tokens,
+                **({"prefix": prefix} if resume else {}),
             )
             # The target's own forward: the call's time beyond the (batch-shared) generation.
             seconds = max(0.0, time.perf_counter() - t0 - gens[0].prefill_s - gens[0].decode_s) / len(both)
@@ -318,7 +331,10 @@ class CachedAgent:
                 )  # fmt: skip
             self.cache.put(entries)
         # Whatever is still missing (one of the two), the usual way; the rest comes from the cache.
-        gens = self.generate([a + b for a, b in prompts], images=images, max_new_tokens=max_new_tokens)
+        gens = self.generate(
+            [a + b for a, b in prompts], images=images, max_new_tokens=max_new_tokens, prefix=prefix,
+            keep_prompt=keep_prompt,
+        )  # fmt: skip
         scores = self.score(prompts, targets, images=images)
         for kind in ("generate", "score"):  # computed above, though the two calls found them cached
             self.cache.hits[kind] -= len(both)
@@ -367,6 +383,14 @@ class CachedAgent:
         return out
 
 
+def _resume_key(prefix: PromptCache | None, prompts: Sequence[str]) -> dict:
+    """The cache-key part of a generation resumed from ``prefix`` (one prompt only, as the agent does)."""
+    if prefix is None or len(prompts) != 1:
+        return {}
+    earlier = prefix.text if prefix.text else ",".join(map(str, prefix.ids.tolist()))
+    return {"resume_from": digest(earlier)}
+
+
 def _generation_value(gen: Generation) -> dict:
     return {
         "text": gen.text,
@@ -377,4 +401,5 @@ def _generation_value(gen: Generation) -> dict:
         "new_tokens": gen.new_tokens,
         "prefill_s": gen.prefill_s,
         "decode_s": gen.decode_s,
+        "cached_tokens": gen.cached_tokens,
     }

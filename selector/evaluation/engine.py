@@ -75,7 +75,7 @@ _NOT_SELECTION = ("small", "large", "selector", "budget", "budget_kind", "gate",
                   "batch_size", "parallel", "dtype", "device", "score_gold", "granularity",
                   # how the reasoning was made (its text is keyed), not how it is selected:
                   "concurrent", "large_threads", "small_threads", "early_stop", "stop_threshold",
-                  "check_every", "trial_tokens", "stop_cue")  # fmt: skip
+                  "check_every", "trial_tokens", "stop_cue", "reuse_prompt")  # fmt: skip
 """RelayConfig fields that never change a selection (or are keyed separately)."""
 
 

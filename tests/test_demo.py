@@ -157,3 +157,26 @@ def test_grown_model_answers_exactly_like_the_original(tmp_path):
     assert big.generate(prompt, max_new_tokens=6)[0].text == agent.generate(prompt, max_new_tokens=6)[0].text
     with pytest.raises(ValueError, match="growth only"):
         grow_model(agent.model, ModelShape(hidden=c.hidden_size // 2, layers=1, heads=1, ffn=8))
+
+
+@pytest.mark.parametrize("slip_rate", [0.0, 1.0])
+def test_the_large_agents_hints_carry_the_small_agents_slip_at_its_rate(slip_rate):
+    """hint_slip_rate: the whole-solution hints recap the overshoot value (never at 0), and the
+    target stays the gold answer."""
+    from scripts.train_demo_agents import TrainDemoConfig, large_batches
+
+    agent = Agent.from_pretrained(SHIPPED / "small", device="cpu")
+    problems = [p for p in generate_problems(300, seed=5, config=DEMO_WORLD) if p.overshoot != p.target]
+    config = TrainDemoConfig(batch_size=8, direct_rate=0.0, full_rate=1.0, large_reason_rate=0.0,
+                             hint_slip_rate=slip_rate)  # fmt: skip
+    ids, mask, weights = large_batches(agent, problems, config)(0)
+    by_question = {p.question: p for p in problems}
+    for row, row_mask, row_w in zip(ids, mask, weights):
+        text = agent.tokenizer.decode(row[row_mask.bool()])
+        problem = next(p for q, p in by_question.items() if q in text)
+        recap = f"So the answer is {problem.values[problem.overshoot if slip_rate else problem.target]}."
+        assert recap in text
+        answer = agent.tokenizer.decode(row[(row_w == 1.0) & row_mask.bool()])
+        assert answer.strip().startswith(problem.answer)
+    with pytest.raises(ValueError, match="hint_slip_rate"):
+        TrainDemoConfig(hint_slip_rate=1.5)

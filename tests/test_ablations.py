@@ -264,6 +264,8 @@ def test_gate_sweep_is_exact_and_resumes(tmp_path, tiny_lm_dir, tiny_plain_lm_di
         "word",
         "--relay.device",
         "cpu",
+        "--relay.reuse_prompt",  # tau 1 = never + always exactly only when both final prompts are prefilled whole
+        "false",
     ]
     argv = [
         "--config",
@@ -311,6 +313,7 @@ def test_gate_sweep_is_exact_and_resumes(tmp_path, tiny_lm_dir, tiny_plain_lm_di
         granularity="word",
         device="cpu",
         score_gold=True,
+        reuse_prompt=False,
     )
     config = replace(config, relay=relay, data=str(arithmetic_jsonl), out=str(out))
     small = Agent.from_pretrained(tiny_lm_dir, device="cpu")

@@ -265,9 +265,8 @@ class CachedAgent:
             self.cache.put(entries)
         gens = [self._generation(self.cache.get(k)["value"], hidden_layer) for k in keys]
         if keep_prompt and len(prompts) == 1 and not images[0]:
-            gens[0].prompt_cache = PromptCache(
-                text=prompts[0]
-            )  # its KV is computed if a later prompt uses it
+            # Its KV is computed only if a later prompt resumes from it (outside that call's timing).
+            gens[0].prompt_cache = PromptCache(text=prompts[0])
         return gens
 
     def _generation(self, value: dict, hidden_layer: int | None) -> Generation:

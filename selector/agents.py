@@ -31,7 +31,7 @@ from .agent_types import (
     _resolve_device,
     _score_requests,
 )
-from .prefix_cache import PrefixTreeScoring, PromptCache, cut_cache
+from .prefix_cache import PrefixTreeScoring, PromptCache, cut_cache, one_text_prompt
 
 __all__ = ["DTYPES", "Agent", "AgentConfig", "Generation", "PromptCache", "ScoreResult", "TokenTimer"]
 
@@ -282,8 +282,7 @@ class Agent(PrefixTreeScoring):
                     cached_tokens=reused,
                 )
             )
-        text_only = len(encoded) == 1 and not set(encoded[0]) - {"input_ids", "attention_mask"}
-        if keep_prompt and text_only and getattr(out.cache, "is_croppable", False):
+        if keep_prompt and one_text_prompt(encoded) and getattr(out.cache, "is_croppable", False):
             kv = cut_cache(copy.deepcopy(out.cache), width)  # a copy: callers crop and extend the original
             results[0].prompt_cache = PromptCache(text="", ids=batch["input_ids"][0], kv=kv)
         if hidden_layer is not None:
@@ -341,8 +340,7 @@ class Agent(PrefixTreeScoring):
     def _score_after_generation(self, batch, out, rows: list[int], targets: list[str]) -> list[ScoreResult]:
         """Score ``targets`` after the prompts of ``rows`` on the generation's cache, cropped to the prompts."""
         width = batch["input_ids"].shape[1]
-        cache = out.cache
-        cache.crop(-(cache.get_seq_length() - width))
+        cache = cut_cache(out.cache, width)
         ids = [self.encode_text(t).to(self.device) for t in targets]
         first = out.logits[0].float()  # the prefill's last logits: they predict each target's first token
         if len(rows) != batch["input_ids"].shape[0]:

@@ -93,7 +93,7 @@ class PrefixTreeScoring:
     def _resume_from(self, prefix: PromptCache | None, encoded: list[dict]) -> tuple[Any, int]:
         """A copy of ``prefix``'s cache cut to the longest common start with the one text-only prompt
         in ``encoded`` (at least its last token left to run), and that length; (None, 0) otherwise."""
-        if prefix is None or len(encoded) != 1 or set(encoded[0]) - {"input_ids", "attention_mask"}:
+        if prefix is None or not one_text_prompt(encoded):
             return None, 0
         ids = encoded[0]["input_ids"]
         if prefix.ids is None:
@@ -184,6 +184,12 @@ class _Stem:
         if drop > 0:
             self.cache.crop(-drop)
             self.tokens = self.tokens[:keep]
+
+
+def one_text_prompt(encoded: Sequence[dict]) -> bool:
+    """Whether ``encoded`` is a single prompt of token ids only (no image features): what a
+    ``PromptCache`` can be kept for or resumed into."""
+    return len(encoded) == 1 and not set(encoded[0]) - {"input_ids", "attention_mask"}
 
 
 def cut_cache(kv, keep: int):

@@ -174,9 +174,8 @@ def run_sweep(config: GateSweepConfig, small=None, large=None, progress: bool = 
     if large is None or small is None:
         from selector.agents import Agent
 
-        load = {"dtype": relay.dtype, "device": relay.device}
-        large = large or Agent.from_pretrained(relay.large, **load)
-        small = small or Agent.from_pretrained(relay.small, **load)
+        large = large or Agent.from_pretrained(relay.large, **relay.load_kwargs("large"))
+        small = small or Agent.from_pretrained(relay.small, **relay.load_kwargs("small"))
     rows: list[dict] = []
     confidence: list[dict] = []
     for i, tau in enumerate(config.taus):

@@ -52,6 +52,7 @@ from training.labelers import (
     draw_masks,
     mask_key,
     spearman,
+    top_agreement,
 )
 
 
@@ -149,6 +150,7 @@ def bench_trace(agent, record, units: str, args, out: Path) -> dict:
             "actual_seconds": res.seconds,
             "reliability": res.reliability,
             "reliability_kind": res.reliability_kind,
+            "reliability_top": res.reliability_top,
         }
         print(f"  {item.id} {units} {name}: {res.nominal_passes} passes, ~{res.cost_s:.1f}s", flush=True)
     f_all, f_none = rows["loo"]["f_all"], rows["loo"]["f_none"]
@@ -167,6 +169,7 @@ def bench_trace(agent, record, units: str, args, out: Path) -> dict:
 
     for name, row in rows.items():
         row["spearman_vs_loo"] = None if name == "loo" else spearman(row["scores"], rows["loo"]["scores"])
+        row["top_vs_loo"] = None if name == "loo" else top_agreement(row["scores"], rows["loo"]["scores"])
         row.update(kept_eval(select_units(row["scores"], counts, budget)))
     rng = random.Random(f"{args.seed}:{item.id}:{units}")
     draws = []
@@ -319,6 +322,13 @@ def summarize(results: list[dict]) -> dict:
                 if (h := [x["reliability"] for x in rows if x.get("reliability_kind") == "split_half"
                           and x.get("reliability") is not None])
                 else None,
+                "median_split_half_top": statistics.median(h)
+                if (h := [x["reliability_top"] for x in rows if x.get("reliability_kind") == "split_half"
+                          and x.get("reliability_top") is not None])
+                else None,
+                "median_top_vs_loo": statistics.median(v)
+                if (v := [x["top_vs_loo"] for x in rows if x.get("top_vs_loo") is not None])
+                else None,
                 "median_spearman_vs_loo": statistics.median(v)
                 if (v := [x["spearman_vs_loo"] for x in rows if x.get("spearman_vs_loo") is not None])
                 else None,
@@ -338,14 +348,15 @@ def print_table(table: dict, budget: float) -> None:
     for units, t in table.items():
         print(f"\n{units} units: {t['traces']} traces, {_fmt(t['mean_units'], '.1f')} units/trace")
         print(
-            f"{'labeler':<22}{'split-half':>11}{'vs loo':>8}{'passes':>8}{'wall s':>9}{'gain@' + str(budget):>10}"
+            f"{'labeler':<22}{'split-half':>11}{'top-1/4':>8}{'vs loo':>8}{'top-1/4':>8}{'passes':>8}{'wall s':>9}{'gain@' + str(budget):>10}"
             f"{'median':>8}{'leak':>7}{'R2':>7}"
         )
         for name, row in t.items():
             if not isinstance(row, dict):
                 continue
             print(
-                f"{name:<22}{_fmt(row.get('median_split_half')):>11}{_fmt(row.get('median_spearman_vs_loo')):>8}"
+                f"{name:<22}{_fmt(row.get('median_split_half')):>11}{_fmt(row.get('median_split_half_top')):>8}"
+                f"{_fmt(row.get('median_spearman_vs_loo')):>8}{_fmt(row.get('median_top_vs_loo')):>8}"
                 f"{_fmt(row.get('forward_passes'), '.1f'):>8}"
                 f"{_fmt(row.get('est_seconds'), '.1f'):>9}{_fmt(row.get('gain_recovered_at_budget')):>10}"
                 f"{_fmt(row.get('median_gain_recovered')):>8}{_fmt(row.get('leak_rate')):>7}{_fmt(row.get('fit_r2')):>7}"

@@ -196,10 +196,9 @@ def run_bench(
         (out / "eval").mkdir(parents=True, exist_ok=True)
         shutil.copytree(Path(config.seed_cache) / "cache", out / "eval" / "cache")
     if agents is None:
-        load = {"dtype": config.relay.dtype, "device": config.relay.device}
         agents = (
-            Agent.from_pretrained(config.relay.small, **load),
-            Agent.from_pretrained(config.relay.large, **load),
+            Agent.from_pretrained(config.relay.small, **config.relay.load_kwargs("small")),
+            Agent.from_pretrained(config.relay.large, **config.relay.load_kwargs("large")),
         )
     small, large = agents
     # 1. baselines and the sequential relay per gate, from the evaluation engine

@@ -22,7 +22,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from selector.evaluation.paired import NOT_CANDIDATES, paired_vs_references
+from selector.evaluation.paired import HEURISTICS, NOT_CANDIDATES, paired_comparison, paired_vs_references
 from selector.io import write_json_atomic
 
 
@@ -101,9 +101,28 @@ def summarize(runs: dict[str, Path]) -> dict:
             )
         return out
 
-    table, pooled = [], defaultdict(list)
+    def each_heuristic(task: str, records: dict[str, list[dict]]) -> list[dict]:
+        """Every candidate against every heuristic at its budget and gate (no hindsight choice)."""
+        out = []
+        for cand in candidates:
+            for h in rows:
+                if h["kind"] != "relay" or h["selector"] not in HEURISTICS:
+                    continue
+                if (h["budget"], h["gate"]) != (cand["budget"], cand["gate"]):
+                    continue
+                stats = paired_comparison(
+                    [r.get("gold_logprob") for r in records[cand["condition"]]],
+                    [r.get("gold_logprob") for r in records[h["condition"]]],
+                )
+                out.append(
+                    {"task": task, "condition": cand["condition"], "heuristic": h["selector"], **stats}
+                )
+        return out
+
+    table, each, pooled = [], [], defaultdict(list)
     for task, (result, records) in loaded.items():
         table += row_for(task, records, result["paired"], result["full_helps"])
+        each += each_heuristic(task, records)
         for cond in common:
             pooled[cond] += records[cond]
     for cond, recs in pooled.items():  # problem ids must stay unique once pooled
@@ -114,7 +133,13 @@ def summarize(runs: dict[str, Path]) -> dict:
             )
     full_helps = sum(r["full_helps"] for r, _ in loaded.values())
     table += row_for("pooled", pooled, _paired(rows, pooled, gain_min_nats), full_helps)
-    return {"runs": {k: str(v) for k, v in runs.items()}, "gain_min_nats": gain_min_nats, "rows": table}
+    each += each_heuristic("pooled", pooled)
+    return {
+        "runs": {k: str(v) for k, v in runs.items()},
+        "gain_min_nats": gain_min_nats,
+        "rows": table,
+        "each_heuristic": each,
+    }
 
 
 def _pct(v) -> str:
@@ -147,6 +172,21 @@ def markdown(summary: dict) -> str:
             f"| {_pct(r['leakage'])} | {lp} | {best_text} "
             + _cmp(r["vs_best_logprob"])
             + _cmp(r["vs_best_gain"])[1:]
+        )
+    lines += [
+        "",
+        "Gold log-prob against each heuristic (same budget and gate; mean and median per-problem difference):",
+        "",
+        "| task | condition | vs | Δ mean [95% CI] | Δ median | W/L/T |",
+        "|" + " --- |" * 6,
+    ]
+    for r in summary.get("each_heuristic", []):
+        if r["mean_diff"] is None:
+            continue
+        lines.append(
+            f"| {r['task']} | {r['condition']} | {r['heuristic']} | {r['mean_diff']:+.3f} "
+            f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] | {r['median_diff']:+.3f} "
+            f"| {r['wins']}/{r['losses']}/{r['ties']} (n={r['n']}) |"
         )
     return "\n".join(lines) + "\n"
 

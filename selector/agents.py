@@ -25,6 +25,7 @@ from .agent_types import (
     Generation,
     ScoreResult,
     TokenTimer,
+    _fast_on_this_cpu,
     _image_lists,
     _load_image,
     _looks_local,
@@ -102,10 +103,10 @@ class Agent(PrefixTreeScoring):
         if config.device_map is None:
             model.to(_resolve_device(config.device))
         agent = cls(model, tokenizer, processor, config)
-        if agent.device.type == "cpu" and model.dtype in (torch.bfloat16, torch.float16):
+        if agent.device.type == "cpu" and not _fast_on_this_cpu(model.dtype):
             warnings.warn(
-                f"{path}: {model.dtype} weights on a CPU (dtype={config.dtype!r}) run several times slower "
-                "than float32 on most CPUs; pass dtype float32 unless memory is the limit",
+                f"{path}: {model.dtype} weights on a CPU without {model.dtype} units (dtype={config.dtype!r}) "
+                "run several times slower than float32; pass dtype float32 unless memory is the limit",
                 stacklevel=2,
             )
         return agent
@@ -262,8 +263,15 @@ class Agent(PrefixTreeScoring):
         prefill_s, decode_s = first - timer.start, end - first
         width = batch["input_ids"].shape[1]
         new = out.sequences[:, width:]
-        logits = torch.stack(out.logits, dim=1).float()  # (batch, steps, vocab)
-        logprobs = torch.log_softmax(logits, dim=-1).gather(-1, new[..., None])[..., 0]
+        # step by step: stacking (batch, steps, vocab) logits and their log-softmax held three copies
+        # of ~1 GB each for 8 x 256 steps of a 150k vocabulary, which put two evals past 24 GB
+        logprobs = torch.stack(
+            [
+                torch.log_softmax(step.float(), dim=-1).gather(-1, new[:, t, None])[:, 0]
+                for t, step in enumerate(out.logits)
+            ],
+            dim=1,
+        )
         results = []
         for i in range(len(encoded)):
             ids = new[i].tolist()
@@ -398,7 +406,10 @@ class Agent(PrefixTreeScoring):
         inputs = {**batch, "input_ids": torch.cat([batch["input_ids"], new], dim=1), "attention_mask": mask}
         if not self.supports_images:
             inputs["position_ids"] = (mask.cumsum(1) - 1).clamp(min=0)
-        hidden = self.model(**inputs, output_hidden_states=True).hidden_states[layer]
+        # logits of one position only: the full (batch, width, 150k) logits nobody reads were ~2 GB
+        hidden = self.model(**inputs, output_hidden_states=True, **self._last_logits_only(1)).hidden_states[
+            layer
+        ]
         return [hidden[i, width : width + n].float().cpu() for i, n in enumerate(lengths)]
 
     def _left_padded(self, encoded: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -476,8 +487,22 @@ class Agent(PrefixTreeScoring):
         inputs = {"input_ids": ids, "attention_mask": mask}
         for key in dict.fromkeys(k for e in extras for k in e):
             inputs[key] = torch.cat([e[key] for e in extras if key in e], dim=0).to(self.device)
-        logits = self.model(**inputs).logits
-        return [self._gather(logits[i], len(c), t) for i, (c, t) in enumerate(rows)]
+        # the LM head only where a target is read: full (batch, width, 150k) logits were ~2 GB for a
+        # batch of 8 transfer prompts, and ~15% of the compute
+        needed = sorted({p for c, t in rows for p in range(len(c) - 1, len(c) - 1 + len(t))})
+        keep = (
+            self._last_logits_only(torch.tensor(needed, device=self.device))
+            if "pixel_values" not in inputs
+            else {}
+        )
+        logits = self.model(**inputs, **keep).logits
+        if not keep:
+            needed = list(range(ids.shape[1]))
+        at = {p: k for k, p in enumerate(needed)}
+        return [
+            self._gather(logits[i, [at[p] for p in range(len(c) - 1, len(c) - 1 + len(t))]], 1, t)
+            for i, (c, t) in enumerate(rows)
+        ]
 
     def _gather(self, logits: torch.Tensor, context_len: int, target: torch.Tensor) -> ScoreResult:
         """Log-probs of ``target`` whose first token sits at ``context_len`` in the row of ``logits``."""

@@ -110,9 +110,10 @@ class PrefixTreeScoring:
             prefix.kv = out.cache
         return cut_cache(copy.deepcopy(prefix.kv), n), n
 
-    def _last_logits_only(self, n: int) -> dict:
-        """``logits_to_keep=n`` where the model takes it: the LM head over a 150k vocabulary is
-        ~15% of a small LM's compute per position, wasted on positions nobody reads."""
+    def _last_logits_only(self, n: int | torch.Tensor) -> dict:
+        """``logits_to_keep=n`` (a count of last positions, or a 1-D tensor of positions) where the
+        model takes it: the LM head over a 150k vocabulary is ~15% of a small LM's compute per
+        position, wasted on positions nobody reads."""
         if self._takes_logits_to_keep is None:
             import inspect
 

@@ -133,9 +133,12 @@ class Relay:
         if config.small is None and config.gate != "never":
             raise ValueError(f"gate {config.gate!r} needs a small model (small=...)")
         selector = load_selector(config.selector, **config.selector_kwargs())
-        load = {"dtype": config.dtype, "device": config.device}
-        large = Agent.from_pretrained(config.large, **load)
-        small = Agent.from_pretrained(config.small, **load) if config.gate != "never" else None
+        large = Agent.from_pretrained(config.large, **config.load_kwargs("large"))
+        small = (
+            Agent.from_pretrained(config.small, **config.load_kwargs("small"))
+            if config.gate != "never"
+            else None
+        )
         return cls(small, large, selector, config)
 
     # ------------------------------------------------------------------ public

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
 
+from .agent_types import DTYPES
 from .baselines import check_selector_name
 from .data import Example
 from .early_stop import check_early_stop
@@ -86,7 +87,13 @@ class RelayConfig:
     stop_cue: str = "\nAnswer:"
     """Early stop: the text fed after the reasoning so far to read the small model's trial answer."""
     dtype: str = "float32"
-    """Model dtype: float32, bfloat16, float16 or auto."""
+    """Model dtype: float32, bfloat16, float16 or auto (the large model's, and the small one's unless
+    ``small_dtype`` says otherwise)."""
+    small_dtype: str | None = None
+    """The small model's dtype where it should differ from ``dtype`` (None: the same). E.g. a float32
+    small model beside a bfloat16 large one: the hidden states and self-information a selector reads
+    stay as it was trained on, while the large model's prefill-heavy scoring and answers run at
+    bfloat16 speed on CPUs with bfloat16 units (AVX512-BF16, AMX) and on GPUs."""
     device: str = "auto"
     """cpu, cuda, cuda:N or auto."""
     seed: int = 0
@@ -102,6 +109,10 @@ class RelayConfig:
     rounding; off: every prompt is prefilled whole."""
 
     def __post_init__(self) -> None:
+        for name in ("dtype", "small_dtype"):
+            value = getattr(self, name)
+            if value is not None and value not in (*DTYPES, "auto"):
+                raise ValueError(f"{name} must be one of {[*DTYPES, 'auto']}, got {value!r}")
         check_budget(self.budget_kind, self.budget_value)
         check_gate(self.gate, self.tau)
         check_selector_name(self.selector)
@@ -139,6 +150,11 @@ class RelayConfig:
     def budget_spec(self) -> Budget:
         value = self.budget_value
         return Budget(self.budget_kind, value if self.budget_kind in ("ratio", "threshold") else int(value))
+
+    def load_kwargs(self, role: Literal["small", "large"]) -> dict:
+        """``Agent.from_pretrained`` options of the small or the large model."""
+        dtype = self.small_dtype if role == "small" and self.small_dtype is not None else self.dtype
+        return {"dtype": dtype, "device": self.device}
 
     def selector_kwargs(self, name: str | None = None) -> dict:
         """Constructor options for the baseline ``name`` (default: this config's selector)."""

@@ -217,10 +217,21 @@ def test_transfer_prompt_shares_prefix_and_ends_with_answer_prefix(lm):
         answer_target("  ")
 
 
-def test_half_precision_weights_on_a_cpu_come_with_a_warning(tiny_lm_dir):
-    with pytest.warns(UserWarning, match="float32"):
+def test_half_precision_weights_warn_only_on_a_cpu_without_units_for_them(tiny_lm_dir, monkeypatch):
+    import warnings
+
+    import selector.agents as agents_module
+
+    monkeypatch.setattr(agents_module, "_fast_on_this_cpu", lambda dtype: dtype == torch.float32)
+    with pytest.warns(UserWarning, match="without torch.bfloat16 units"):
         agent = Agent.from_pretrained(tiny_lm_dir, device="cpu", dtype="bfloat16")
     assert agent.model.dtype == torch.bfloat16
+    monkeypatch.setattr(agents_module, "_fast_on_this_cpu", lambda dtype: True)  # e.g. AVX512-BF16
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert (
+            Agent.from_pretrained(tiny_lm_dir, device="cpu", dtype="bfloat16").model.dtype == torch.bfloat16
+        )
 
 
 def test_a_prompt_resumes_from_an_earlier_prompts_cache(lm):

@@ -16,6 +16,7 @@ from training.labelers import (
     get_labeler,
     reference_agreement,
     spearman,
+    top_agreement,
 )
 
 
@@ -29,12 +30,34 @@ def test_split_half_is_high_for_a_clean_signal_and_low_for_noise():
     clean = AblationLabeler(masks=64, alpha=1e-4, seed=1)(None, _item(n), cache=PlantedF(-3.0, _planted(n)))
     assert clean.reliability_kind == "split_half"
     assert clean.reliability > 0.95
+    assert clean.reliability_top == 1.0  # both halves keep the same top quarter
     # f that does not depend on the units at all: pure (deterministic) noise
     noise = AblationLabeler(masks=64, alpha=1e-4, seed=1)(
         None, _item(n), cache=PlantedF(-3.0, torch.zeros(n, dtype=torch.float64), noise=1.0)
     )
     assert noise.reliability is not None and abs(noise.reliability) < 0.6
     assert noise.reliability < clean.reliability - 0.4
+    assert noise.reliability_top is not None and noise.reliability_top < 1.0
+
+
+def test_top_agreement_scores_only_the_units_a_budget_keeps():
+    # 8 units: the top quarter is 2; both put units 0 and 3 on top, the rest in opposite orders
+    a = [5.0, 0.1, 0.2, 4.0, 0.3, 0.4, 0.5, 0.6]
+    b = [4.0, 0.6, 0.5, 5.0, 0.4, 0.3, 0.2, 0.1]
+    assert top_agreement(a, b) == 1.0
+    assert spearman(a, b) < 0.5  # the full ranking disagrees on the units that do not matter
+    assert top_agreement(a, [-x for x in a]) == 0.0
+    assert top_agreement([3.0, 1.0, 2.0], [3.0, 2.0, 1.0], share=0.5) == 0.5  # k = ceil(1.5) = 2
+    assert top_agreement([1.0], [2.0]) is None
+    with pytest.raises(ValueError, match="equal lengths"):
+        top_agreement([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match="share"):
+        top_agreement([1.0, 2.0], [1.0, 2.0], share=0.0)
+    # over random planted rankings, chance agreement of a quarter is about a quarter
+    gen = torch.Generator().manual_seed(0)
+    chance = [top_agreement(torch.randn(40, generator=gen).tolist(), torch.randn(40, generator=gen).tolist())
+              for _ in range(200)]  # fmt: skip
+    assert 0.15 < sum(chance) / len(chance) < 0.35
 
 
 def test_split_half_needs_two_masks_a_half():
@@ -70,6 +93,7 @@ def test_reference_agreement_gives_a_deterministic_labeler_its_reliability():
     loo = LooLabeler()(None, _item(6), cache=PlantedF(0.0, w))
     reference_agreement(solo, loo, "loo")
     assert solo.reliability_kind == "vs_loo" and solo.reliability == pytest.approx(1.0)
+    assert solo.reliability_top == 1.0
     abl = AblationLabeler(masks=16)(None, _item(6), cache=PlantedF(0.0, w))
     before = abl.reliability
     assert reference_agreement(abl, loo, "loo").reliability == before  # split-half kept
@@ -136,6 +160,8 @@ def test_label_job_records_reliability_per_trace_and_in_the_summary(tmp_path, ti
     rows = read_records(out).to_list()
     assert all(r["label_reliability_kind"] == "vs_loo" for r in rows)
     assert summary["reliability"]["vs_loo"]["traces"] == 2
+    assert all(r["label_reliability_top"] is not None for r in rows)
+    assert 0.0 <= summary["reliability"]["vs_loo"]["median_top"] <= 1.0
     assert json.loads((out / "summary.json").read_text())["reliability"] == summary["reliability"]
     out = tmp_path / "ablation"
     summary = run_label(

@@ -193,3 +193,27 @@ def test_calibrate_reads_an_old_flat_run_and_lets_a_trained_selector_keep_its_un
     calibrate(CalibrateConfig(eval=str(dev), target_accuracy=1.0, out=str(out)))
     relay = parse_config(InferConfig, ["--config", str(out), "--question", "q"], PROG).relay
     assert relay.reason_tokens == 77 and relay.granularity == "auto"  # the old runs' units were for baselines
+
+
+def test_small_dtype_loads_the_small_model_in_its_own_dtype(tiny_lm_dir):
+    import torch
+
+    with pytest.raises(ValueError, match="small_dtype must be one of"):
+        RelayConfig(small_dtype="float8")
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        RelayConfig(dtype="half")
+    config = RelayConfig(
+        small=str(tiny_lm_dir),
+        large=str(tiny_lm_dir),
+        selector="last",
+        dtype="bfloat16",
+        small_dtype="float32",
+    )
+    assert (
+        config.load_kwargs("small")["dtype"] == "float32"
+        and config.load_kwargs("large")["dtype"] == "bfloat16"
+    )
+    assert RelayConfig(dtype="bfloat16").load_kwargs("small")["dtype"] == "bfloat16"  # None: the same
+    relay = Relay.from_config(config)
+    assert relay.small.model.dtype == torch.float32 and relay.large.model.dtype == torch.bfloat16
+    assert relay.answer("What is 2 + 3?").answer is not None

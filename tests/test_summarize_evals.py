@@ -63,6 +63,17 @@ def test_per_task_rows_match_each_run_and_pooled_pairs_all_problems(two_runs, tm
     assert w + l_ + t == 8
     assert "| pooled |" in (out / "summary.md").read_text() and "| pooled |" in capsys.readouterr().out
 
+    # every heuristic on its own, no hindsight choice: the same per-problem differences as the records
+    each = {(r["task"], r["heuristic"]): r for r in summary["each_heuristic"] if r["condition"] == cond}
+    assert set(each) == {(t, h) for t in ("adding", "more", "pooled") for h in ("selfinfo", "last")}
+    recs = [json.loads(x) for x in (two_runs["adding"] / "records.jsonl").read_text().splitlines() if x.strip()]
+    lp = {c: [r["gold_logprob"] for r in recs if r["condition"] == c] for c in (cond, "relay:last@0.5:always")}
+    diffs = sorted(a - b for a, b in zip(lp[cond], lp["relay:last@0.5:always"]))
+    assert each[("adding", "last")]["mean_diff"] == pytest.approx(sum(diffs) / 4)
+    assert each[("adding", "last")]["median_diff"] == pytest.approx((diffs[1] + diffs[2]) / 2)
+    assert each[("pooled", "last")]["n"] == 8
+    assert "against each heuristic" in (out / "summary.md").read_text()
+
     # the same run twice pools the same problems twice: refused
     with pytest.raises(SystemExit, match="repeat"):
         summarize([f"a={two_runs['adding']}", f"b={two_runs['adding']}", "--out", str(tmp_path / "x")])

@@ -200,6 +200,7 @@ def label_record(
         "fit_r2": result.fit_r2,
         "label_reliability": result.reliability,
         "label_reliability_kind": result.reliability_kind,
+        "label_reliability_top": result.reliability_top,
         "label_forward_passes": result.forward_passes,
         "label_seconds": result.seconds,
         "labeler_model": agent.name,
@@ -293,21 +294,30 @@ def _as_list(batch: list) -> list:
 
 
 def reliability_summary(out: str | os.PathLike) -> dict:
-    """Median reliability of every labelled trace in ``out``, per kind (split_half, vs_loo, ...)."""
+    """Median reliability of every labelled trace in ``out``, per kind (split_half, vs_loo, ...):
+    the Spearman figure and, where recorded, the top-quarter agreement (``median_top``)."""
     from selector.shards import read_records
 
     try:
-        records = read_records(out).select_columns(["label_reliability", "label_reliability_kind"]).to_list()
+        records = read_records(out)
+        wanted = ["label_reliability", "label_reliability_kind", "label_reliability_top"]
+        records = records.select_columns([c for c in wanted if c in records.column_names]).to_list()
     except (FileNotFoundError, ValueError, KeyError):
         return {}
     kinds: dict[str, list[float]] = {}
+    tops: dict[str, list[float]] = {}
     for rec in records:
         if rec.get("label_reliability") is not None:
             kinds.setdefault(rec["label_reliability_kind"], []).append(rec["label_reliability"])
-    return {
+        if rec.get("label_reliability_top") is not None:
+            tops.setdefault(rec["label_reliability_kind"], []).append(rec["label_reliability_top"])
+    summary = {
         kind: {"traces": len(values), "median": statistics.median(values), "mean": statistics.fmean(values)}
         for kind, values in sorted(kinds.items())
     }
+    for kind, values in tops.items():
+        summary.setdefault(kind, {"traces": len(values)})["median_top"] = statistics.median(values)
+    return summary
 
 
 def run_label(config: LabelConfig, agent: Agent | None = None, callbacks: Sequence[L.Callback] = ()) -> dict:

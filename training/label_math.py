@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torchmetrics.functional import r2_score as torchmetrics_r2
 
-__all__ = ["draw_masks", "fit_surrogate", "r2_score", "spearman", "split_halves"]
+__all__ = ["draw_masks", "fit_surrogate", "r2_score", "spearman", "split_halves", "top_agreement"]
 
 
 def fit_surrogate(
@@ -96,6 +96,23 @@ def spearman(a: Sequence[float], b: Sequence[float]) -> float | None:
     ra, rb = ra - ra.mean(), rb - rb.mean()
     denom = float(ra.norm() * rb.norm())
     return None if denom < 1e-12 else float((ra * rb).sum()) / denom
+
+
+def top_agreement(a: Sequence[float], b: Sequence[float], share: float = 0.25) -> float | None:
+    """Share of the top ``share`` of units (at least one) that both rankings put there: the units a
+    selector keeps at that budget. A full-ranking Spearman also scores the order of the many units
+    that barely move f, which is noise for every estimator; this scores only what the relay keeps.
+    None for fewer than 2 units (trivially equal). Ties break by position, as ``torch.argsort`` does."""
+    if len(a) != len(b):
+        raise ValueError(f"top_agreement needs equal lengths, got {len(a)} and {len(b)}")
+    if not 0 < share <= 1:
+        raise ValueError(f"share must be in (0, 1], got {share}")
+    if len(a) < 2:
+        return None
+    k = max(1, math.ceil(share * len(a)))
+    top = [set(torch.argsort(torch.as_tensor(x, dtype=torch.float64), descending=True, stable=True)[:k].tolist())
+           for x in (a, b)]  # fmt: skip
+    return len(top[0] & top[1]) / k
 
 
 def _stable_seed(seed: int, trace_id: str) -> int:

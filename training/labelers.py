@@ -11,9 +11,10 @@ so the labels measure exactly what the relay will send. Three estimators share o
 - ``solo``: f({i}) - f(none), each unit's value on its own; n + 2 prompts, all but one short.
 - ``gradient``: gradient x input embedding of log p(gold), summed per unit; one backward pass.
 
-Every result carries a reliability figure: for ``ablation`` the split-half agreement (Spearman
-between the unit weights fitted on two disjoint halves of the random masks); deterministic labelers
-report none of their own, and ``reference_agreement`` compares them with a reference labeler.
+Every result carries reliability figures: for ``ablation`` the split-half agreement (Spearman
+between the unit weights fitted on two disjoint halves of the random masks, and the share of the top
+quarter of units both halves keep); deterministic labelers report none of their own, and
+``reference_agreement`` compares them with a reference labeler the same two ways.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import torch
 from selector.prompts import PromptTemplate, transfer_prompt
 from selector.units import assign_spans_to_units, join_units
 
-from .label_math import draw_masks, fit_surrogate, r2_score, spearman, split_halves
+from .label_math import draw_masks, fit_surrogate, r2_score, spearman, split_halves, top_agreement
 from .transfer_scoring import LabelInput, LabelResult, TransferScorer, count_forwards, mask_key, score_passes
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "reference_agreement",
     "score_passes",
     "spearman",
+    "top_agreement",
 ]
 
 METHODS = ("ablation", "loo", "solo", "gradient")
@@ -147,6 +149,7 @@ class AblationLabeler(Labeler):
         X = masks.to(torch.float64)
         r2 = self._cross_validated_r2(X, y)
         _, w = fit_surrogate(X, y, method=self.fit, alpha=self.alpha)
+        halves = self.split_half_weights(X, y)
         return LabelResult(
             scores=[float(v) for v in w],
             f_all=float(y[0]),
@@ -156,22 +159,24 @@ class AblationLabeler(Labeler):
             forward_passes=scorer.forward_passes,
             nominal_passes=scorer.nominal_passes,
             cost_s=scorer.cost_s,
-            reliability=self.split_half(X, y),
+            reliability=spearman(*halves) if halves else None,
             reliability_kind="split_half",
+            reliability_top=top_agreement(*halves) if halves else None,
         )
 
-    def split_half(self, X: torch.Tensor, y: torch.Tensor) -> float | None:
-        """Spearman between the weights fitted on two disjoint halves of the random masks (each
-        with all and none); None with fewer than 2 masks a half. The labels use every mask, so
-        they are more reliable than this figure says (Spearman-Brown: about 2r / (1 + r))."""
+    def split_half_weights(self, X: torch.Tensor, y: torch.Tensor) -> tuple[list[float], list[float]] | None:
+        """The unit weights fitted on two disjoint halves of the random masks (each with all and
+        none), compared for the split-half figures; None with fewer than 2 masks a half. The labels
+        use every mask, so they are more reliable than these figures say (Spearman-Brown: about
+        2r / (1 + r))."""
         halves = split_halves(self.masks, self.antithetic)
         if min(len(h) for h in halves) < 2:
             return None
         weights = []
         for half in halves:
             rows = torch.tensor([0, 1] + [k + 2 for k in half])  # rows 0, 1 are all and none
-            weights.append(fit_surrogate(X[rows], y[rows], method=self.fit, alpha=self.alpha)[1])
-        return spearman(weights[0].tolist(), weights[1].tolist())
+            weights.append(fit_surrogate(X[rows], y[rows], method=self.fit, alpha=self.alpha)[1].tolist())
+        return weights[0], weights[1]
 
     def _cross_validated_r2(self, X: torch.Tensor, y: torch.Tensor) -> float | None:
         """R^2 of the surrogate on held-out random masks: k folds (k = 1/holdout) each hold out
@@ -255,11 +260,12 @@ class SoloLabeler(_SingleUnitLabeler):
 
 
 def reference_agreement(result: LabelResult, reference: LabelResult, name: str) -> LabelResult:
-    """Record on ``result`` its Spearman with ``reference``'s labels (a deterministic labeler's
-    reliability figure); a split-half figure already there is kept."""
+    """Record on ``result`` its Spearman and top-quarter agreement with ``reference``'s labels (a
+    deterministic labeler's reliability figures); split-half figures already there are kept."""
     if result.reliability_kind == "split_half":
         return result
     result.reliability = spearman(result.scores, reference.scores)
+    result.reliability_top = top_agreement(result.scores, reference.scores)
     result.reliability_kind = f"vs_{name}"
     return result
 

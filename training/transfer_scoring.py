@@ -89,6 +89,10 @@ class LabelResult:
     Spearman with a reference labeler when one was run (``reference_agreement``); else None."""
     reliability_kind: str | None = None
     """What ``reliability`` measures: 'split_half', 'vs_<reference method>', or None."""
+    reliability_top: float | None = None
+    """The same comparison (same kind) on the units that matter: the share of the top quarter of
+    units that both sides put in their top quarter (``label_math.top_agreement``); None where
+    ``reliability`` is None or there are fewer than 2 units."""
 
 
 # --------------------------------------------------------------------------- scoring f(S)

@@ -72,7 +72,7 @@ def selector_fingerprint(name_or_path: str, config: EvalConfig) -> str:
 
 
 _NOT_SELECTION = ("small", "large", "selector", "budget", "budget_kind", "gate", "tau", "answer_tokens",
-                  "batch_size", "parallel", "dtype", "device", "score_gold", "granularity",
+                  "batch_size", "parallel", "dtype", "small_dtype", "device", "score_gold", "granularity",
                   # how the reasoning was made (its text is keyed), not how it is selected:
                   "concurrent", "large_threads", "small_threads", "early_stop", "stop_threshold",
                   "check_every", "trial_tokens", "stop_cue", "reuse_prompt")  # fmt: skip
@@ -137,15 +137,13 @@ class _EvalRelay(Relay):
 
 
 def _load_agents(config: EvalConfig) -> tuple[Agent | RemoteAgent | None, Agent | RemoteAgent]:
-    load = {"dtype": config.relay.dtype, "device": config.relay.device}
-
-    def agent(endpoint: RemoteConfig | None, path: str | None):
+    def agent(endpoint: RemoteConfig | None, path: str | None, role: str):
         if endpoint is not None:  # as `tokenrelay serve` builds one: the model path is its tokenizer
             return RemoteAgent(replace(endpoint, tokenizer=endpoint.tokenizer or path))
-        return Agent.from_pretrained(path, **load)
+        return Agent.from_pretrained(path, **config.relay.load_kwargs(role))
 
-    large = agent(config.large_endpoint, config.relay.large)
-    small = agent(config.small_endpoint, config.relay.small) if config.needs_small else None
+    large = agent(config.large_endpoint, config.relay.large, "large")
+    small = agent(config.small_endpoint, config.relay.small, "small") if config.needs_small else None
     return small, large
 
 

@@ -30,7 +30,8 @@ def paired_comparison(
     tie_tol: float = 1e-6,
     level: float = 0.95,
 ) -> dict:
-    """Per-problem a - b over the problems where both are known: mean, bootstrap interval, W/L/T."""
+    """Per-problem a - b over the problems where both are known: mean, bootstrap interval, W/L/T, and
+    the median (gold log-probs are heavy-tailed: a few problems can carry the mean)."""
     if len(a) != len(b):
         raise ValueError(
             f"paired comparison needs one value per problem on both sides ({len(a)} vs {len(b)})"
@@ -39,13 +40,15 @@ def paired_comparison(
         raise ValueError("need n_boot >= 1 and 0 < level < 1")
     diffs = np.array([x - y for x, y in zip(a, b) if x is not None and y is not None], dtype=np.float64)
     n = len(diffs)
-    out = {"n": n, "mean_diff": None, "ci_low": None, "ci_high": None, "wins": 0, "losses": 0, "ties": 0}
+    out = {"n": n, "mean_diff": None, "median_diff": None, "ci_low": None, "ci_high": None, "wins": 0, "losses": 0,
+           "ties": 0}  # fmt: skip
     if n == 0:
         return out
     out["wins"] = int((diffs > tie_tol).sum())
     out["losses"] = int((diffs < -tie_tol).sum())
     out["ties"] = n - out["wins"] - out["losses"]
     out["mean_diff"] = float(diffs.mean())
+    out["median_diff"] = float(np.median(diffs))
     rng = np.random.default_rng(seed)
     means = diffs[rng.integers(0, n, size=(n_boot, n))].mean(axis=1)
     tail = (1 - level) / 2

@@ -155,10 +155,9 @@ class ModelWorker:
         backbone = getattr(getattr(self.selector, "config", None), "backbone", None)
         if cfg.small_endpoint is not None and backbone == "hidden":
             raise ValueError(HIDDEN_SELECTOR_ERROR)
-        load = {"dtype": relay.dtype, "device": relay.device}
-        self.large = self._agent(cfg.large_endpoint, relay.large, load)
+        self.large = self._agent(cfg.large_endpoint, relay.large, relay.load_kwargs("large"))
         if cfg.small_endpoint is not None or relay.small is not None:
-            self.small = self._agent(cfg.small_endpoint, relay.small, load)
+            self.small = self._agent(cfg.small_endpoint, relay.small, relay.load_kwargs("small"))
         Relay(
             self.small, self.large, self.selector, relay
         )  # raises when the selector cannot read the small model

@@ -66,8 +66,12 @@ def test_per_task_rows_match_each_run_and_pooled_pairs_all_problems(two_runs, tm
     # every heuristic on its own, no hindsight choice: the same per-problem differences as the records
     each = {(r["task"], r["heuristic"]): r for r in summary["each_heuristic"] if r["condition"] == cond}
     assert set(each) == {(t, h) for t in ("adding", "more", "pooled") for h in ("selfinfo", "last")}
-    recs = [json.loads(x) for x in (two_runs["adding"] / "records.jsonl").read_text().splitlines() if x.strip()]
-    lp = {c: [r["gold_logprob"] for r in recs if r["condition"] == c] for c in (cond, "relay:last@0.5:always")}
+    recs = [
+        json.loads(x) for x in (two_runs["adding"] / "records.jsonl").read_text().splitlines() if x.strip()
+    ]
+    lp = {
+        c: [r["gold_logprob"] for r in recs if r["condition"] == c] for c in (cond, "relay:last@0.5:always")
+    }
     diffs = sorted(a - b for a, b in zip(lp[cond], lp["relay:last@0.5:always"]))
     assert each[("adding", "last")]["mean_diff"] == pytest.approx(sum(diffs) / 4)
     assert each[("adding", "last")]["median_diff"] == pytest.approx((diffs[1] + diffs[2]) / 2)

@@ -42,7 +42,7 @@ from .answers import answers_match, contains_answer, extract_answer
 from .baselines import load_selector, select_transfer
 from .data import Example
 from .early_stop import StreamResult, reason_streams
-from .gating import Gate, answer_from_generation, answer_probability
+from .gating import Gate, answer_from_generation, answer_probability, stated_answer_probability
 from .progress import progress_bar
 from .prompts import PromptParts, PromptTemplate, answer_target, reasoning_prompt, transfer_prompt
 from .reasoning import ReasoningView, UnitScorer, view_from_generation
@@ -107,7 +107,7 @@ class Relay:
     ):
         self.config = config or RelayConfig()
         self.small, self.large = small, large
-        self.gate = Gate(self.config.gate, self.config.tau)
+        self.gate = Gate(self.config.gate, self.config.tau, self.config.small_tau)
         self.budget = self.config.budget_spec
         self.template = template
         if isinstance(selector, str):
@@ -281,17 +281,22 @@ class Relay:
             gens[i] = gen
             r.reasoning = gen.text
             r.small_answer = extract_answer(gen.text)
+            r.small_prob = stated_answer_probability(
+                self.small.tokenizer, gen.token_ids, gen.logprobs, r.small_answer
+            )
             if stream is not None:
                 r.stop_checks, r.small_threads_end = stream.checks, stream.threads
                 if gen.finish_reason == "early_stop" and stream.trial is not None:
-                    r.small_answer = stream.trial.answer
+                    r.small_answer, r.small_prob = stream.trial.answer, stream.trial.prob
             if gate.kind != "confidence":
                 ready[i] = max(ready[i], end)
         # (3) the gate, (4) selection
         transfers: dict[int, Transfer] = {}
         for i in range(n):
             r = res[i]
-            if i not in gens or not gate.transfer(r.direct_answer, r.direct_prob, r.small_answer):
+            if i not in gens or not gate.transfer(
+                r.direct_answer, r.direct_prob, r.small_answer, r.small_prob
+            ):
                 continue
             transfers[i], seconds = self.select(batch[i], gens[i])
             r.stages["selection"] = StageStats(seconds, transfers[i].total_tokens, transfers[i].kept_tokens)

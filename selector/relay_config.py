@@ -47,9 +47,12 @@ class RelayConfig:
     budget_kind: BudgetKind = "ratio"
     """What the budget counts: ratio (of the reasoning's large-model tokens), tokens, topk, or threshold."""
     gate: str = "agreement"
-    """When to transfer: never, always, confidence (direct-answer probability < tau), agreement."""
+    """When to transfer: never, always, confidence (direct-answer probability < tau), agreement, or
+    small_confidence (the small model's probability of its own answer >= small_tau)."""
     tau: float = 0.5
     """The confidence gate's threshold on the large model's direct-answer probability."""
+    small_tau: float = 0.9
+    """The small_confidence gate's threshold on the small model's probability of its stated answer."""
     granularity: Granularity = "auto"
     """Reasoning units: token, word, sentence, or auto (a trained selector's own units; sentence for a
     baseline). A trained selector refuses units other than those it was trained on."""
@@ -114,7 +117,7 @@ class RelayConfig:
             if value is not None and value not in (*DTYPES, "auto"):
                 raise ValueError(f"{name} must be one of {[*DTYPES, 'auto']}, got {value!r}")
         check_budget(self.budget_kind, self.budget_value)
-        check_gate(self.gate, self.tau)
+        check_gate(self.gate, self.tau, self.small_tau)
         check_selector_name(self.selector)
         if self.granularity not in GRANULARITY_CHOICES:
             raise ValueError(
@@ -190,6 +193,9 @@ class RelayResult:
     reasoning: str | None = None
     """The small model's reasoning (None when it did not run)."""
     small_answer: str | None = None
+    small_prob: float | None = None
+    """How sure the small model was of its answer where its reasoning states it (or of its early-stop
+    trial answer); None when it did not run or stated none."""
     transfer_text: str | None = None
     """The kept reasoning sent to the large model (None on the direct path)."""
     transfer_tokens: int = 0

@@ -79,7 +79,7 @@ def test_cli_writes_every_output_with_a_row_per_condition(
     out = tmp_path / "eval"
     args = ["eval", "--data", str(arithmetic_jsonl), "--relay.small", str(tiny_lm_dir), "--relay.large", str(tiny_plain_lm_dir),
             "--out", str(out), "--selectors", json.dumps(["none", "full", "selfinfo", str(hidden_selector_dir)]),
-            "--budgets", "[0.25, 0.5]", "--gates", "[always, confidence, agreement]", "--relay.tau", "0.5",
+            "--budgets", "[0.25, 0.5]", "--gates", "[always, confidence, agreement, small_confidence]", "--relay.tau", "0.5", "--relay.small-tau", "0.5",
             "--relay.reason-tokens", "10", "--relay.answer-tokens", "3", "--large-reason-tokens", "8", "--relay.batch-size", "2",
             "--relay.granularity", "word", "--relay.device", "cpu"]  # fmt: skip
     assert main(args) == 0
@@ -90,10 +90,10 @@ def test_cli_writes_every_output_with_a_row_per_condition(
     result = json.loads((out / "results.json").read_text())
     config = _config(arithmetic_jsonl, tiny_lm_dir, tiny_plain_lm_dir, out,
                      selectors=["none", "full", "selfinfo", str(hidden_selector_dir)],
-                     gates=["always", "confidence", "agreement"])  # fmt: skip
+                     gates=["always", "confidence", "agreement", "small_confidence"])  # fmt: skip
     ids = [c.id for c in build_grid(config)]
     # 3 model baselines + per gate: none, full, selfinfo x 2 budgets, trained x 2 budgets.
-    assert len(ids) == 3 + 3 * (2 + 2 * 2) and len(set(ids)) == len(ids)
+    assert len(ids) == 3 + 4 * (2 + 2 * 2) and len(set(ids)) == len(ids)
     assert [r["condition"] for r in result["rows"]] == ids
     assert "relay:tiny-selector@0.25:agreement" in ids
     with (out / "results.csv").open() as f:
@@ -129,7 +129,7 @@ def test_cli_writes_every_output_with_a_row_per_condition(
         rows["small_reasoning"]["latency"]["small_reasoning"] > 0
         and rows["small_reasoning"]["gold_logprob"] is None
     )
-    for gate in ("always", "confidence", "agreement"):
+    for gate in ("always", "confidence", "agreement", "small_confidence"):
         none, full = rows[f"relay:none:{gate}"], rows[f"relay:full:{gate}"]
         assert none["transferred_tokens"] == 0 and none["leakage"] == 0
         assert full["transferred_tokens"] >= rows[f"relay:selfinfo@0.5:{gate}"]["transferred_tokens"]
@@ -155,10 +155,10 @@ def test_cli_writes_every_output_with_a_row_per_condition(
     # Paired statistics: the trained selector against the best heuristic (here selfinfo, the only
     # one) at each budget and gate, and against the full transfer; checked against the records.
     paired = {(p["condition"], p["reference"]): p for p in result["paired"]}
-    assert len(paired) == 3 * 2 * 2 and "## Paired comparisons" in table
+    assert len(paired) == 4 * 2 * 2 and "## Paired comparisons" in table
     lp = {(r["condition"], r["id"]): r["gold_logprob"] for r in records}
     qids = sorted({r["id"] for r in records})
-    for gate in ("always", "confidence", "agreement"):
+    for gate in ("always", "confidence", "agreement", "small_confidence"):
         for b in (0.25, 0.5):
             row = paired[(f"relay:tiny-selector@{b}:{gate}", "best heuristic")]
             assert row["reference_logprob"] == "selfinfo"

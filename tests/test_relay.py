@@ -10,7 +10,7 @@ from PIL import Image
 from selector.agents import Agent, Generation
 from selector.answers import answers_match
 from selector.data import Example
-from selector.gating import Gate, answer_from_generation, answer_probability
+from selector.gating import Gate, answer_from_generation, answer_probability, stated_answer_probability
 from selector.prompts import transfer_prompt
 from selector.relay import STAGES, Relay, RelayConfig
 from selector.units import join_units, split_units, unit_token_counts
@@ -87,6 +87,42 @@ def test_gate_agreement_transfers_exactly_on_disagreement(small, large):
         assert r.path == ("transfer" if disagree else "direct")
 
 
+def test_gate_small_confidence_transfers_when_the_small_model_is_sure(small, large):
+    always = _relay(small, large, gate="always").run(EXAMPLES, progress=False)
+    for r in always:  # every relay reports how sure the small model was of its stated answer
+        assert r.small_prob is None if r.small_answer is None else 0 < r.small_prob <= 1
+    probs = sorted(r.small_prob or 0.0 for r in always)
+    tau = (probs[1] + probs[2]) / 2  # two over tau, two under
+    results = _relay(small, large, gate="small_confidence", small_tau=tau).run(EXAMPLES, progress=False)
+    for r, a in zip(results, always):
+        assert "small_reasoning" in r.stages and "large_direct" in r.stages
+        assert r.small_prob == a.small_prob
+        sure = r.small_prob is not None and r.small_prob >= tau
+        assert r.path == ("transfer" if sure else "direct")
+        if sure:  # the same transfer and answer as always transferring
+            assert (r.transfer_text, r.answer) == (a.transfer_text, a.answer)
+        else:
+            assert r.answer == r.direct_answer and r.transfer_text is None
+    assert sum(r.path == "transfer" for r in results) == sum(p >= tau for p in probs) == 2
+
+
+def test_stated_answer_probability_reads_the_least_sure_statement(small):
+    tok = small.tokenizer
+    pieces = ["So x = ", "15", ", and 2x = ", "30", ". Answer: ", "15"]
+    ids, lps = [], []
+    for piece, lp in zip(pieces, [-0.1, -0.7, -0.1, -0.1, -0.1, -0.01]):
+        piece_ids = tok(piece, add_special_tokens=False)["input_ids"]
+        ids += piece_ids
+        lps += [lp] * len(piece_ids)
+    assert tok.decode(ids) == "".join(pieces)
+    # "15" is stated twice: first at -0.7 a token, then copied at -0.01; the least sure one counts.
+    assert stated_answer_probability(tok, ids, lps, "15") == pytest.approx(math.exp(-0.7))
+    assert stated_answer_probability(tok, ids, lps, "30") == pytest.approx(math.exp(-0.1))
+    assert stated_answer_probability(tok, ids, lps, "5") is None  # only inside 15: never stated
+    assert stated_answer_probability(tok, ids, lps, None) is None
+    assert stated_answer_probability(tok, [], [], "15") is None
+
+
 def test_the_small_models_answer_line_is_not_transferred(small, large):
     text = "2 + 3 = 5, so the sum is 5.\nAnswer: 5"
     ids = small.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -105,9 +141,16 @@ def test_gate_decisions():
     assert Gate("confidence", tau=0.5).transfer("5", 0.49, None) is True
     assert Gate("confidence", tau=0.5).transfer("5", 0.5, None) is False
     assert Gate("never").transfer(None, None, None) is False and Gate("always").transfer(None, None, None)
+    sure = Gate("small_confidence", small_tau=0.8)
+    assert sure.transfer("5", 0.9, "7", 0.8) is True and sure.transfer("5", 0.9, "7", 0.79) is False
+    assert sure.transfer("5", 0.9, None, None) is False and sure.transfer("5", 0.9, "7", None) is False
+    assert sure.needs_direct and sure.small_for_all
     for kind, tau in (("sometimes", 0.5), ("confidence", 1.5), ("confidence", -0.1)):
         with pytest.raises(ValueError):
             Gate(kind, tau)
+    for small_tau in (1.5, -0.1, True):
+        with pytest.raises(ValueError, match="small_tau"):
+            Gate("small_confidence", small_tau=small_tau)
 
 
 def test_answer_from_generation_and_its_probability(large):
@@ -219,7 +262,7 @@ def test_text_only_models_refuse_image_questions(small, large, tmp_path):
 @pytest.mark.parametrize(
     "kw",
     [{"budget": 0}, {"budget": 1.5}, {"budget": -1, "budget_kind": "topk"}, {"budget": 1.2, "budget_kind": "threshold"},
-     {"gate": "sometimes"}, {"selector": "bogus"}, {"tau": 2.0}, {"granularity": "paragraph"}, {"reason_tokens": 0}],
+     {"gate": "sometimes"}, {"selector": "bogus"}, {"tau": 2.0}, {"small_tau": -0.5}, {"granularity": "paragraph"}, {"reason_tokens": 0}],
 )  # fmt: skip
 def test_bad_relay_config_fails_before_any_model_loads(kw):
     with pytest.raises(ValueError):

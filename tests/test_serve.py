@@ -150,6 +150,14 @@ def test_per_request_budget_and_gate(client):
     sure = ask(client, gate="confidence", tau=0.0)  # nothing is under probability 0: answered directly
     assert sure.tokenrelay["path"] == "direct" and sure.tokenrelay["tau"] == 0.0
     assert sure.choices[0].message.content == never.choices[0].message.content
+    # small_tau 1.0: transfer only if the small model is certain of the answer its reasoning states
+    strict = ask(client, gate="small_confidence", small_tau=1.0)
+    report, p = strict.tokenrelay, strict.tokenrelay["small_prob"]
+    assert report["small_tau"] == 1.0 and "small_reasoning" in report["stages"]
+    assert p is None or 0 < p <= 1
+    assert report["path"] == ("transfer" if p is not None and p >= 1.0 else "direct")
+    if report["path"] == "direct":
+        assert strict.choices[0].message.content == never.choices[0].message.content
 
 
 def test_small_model_past_its_deadline_falls_back_to_the_direct_answer(client, server):
@@ -173,6 +181,11 @@ def test_small_model_past_its_deadline_falls_back_to_the_direct_answer(client, s
         ({"messages": [{"role": "user", "content": "hi"}], "gate": "sometimes"}, 400, "unknown gate"),
         ({"messages": [{"role": "user", "content": "hi"}], "budget": 1.5}, 400, "ratio budget"),
         ({"messages": [{"role": "user", "content": "hi"}], "tau": 2}, 400, "tau must be in [0, 1]"),
+        (
+            {"messages": [{"role": "user", "content": "hi"}], "small_tau": -1},
+            400,
+            "small_tau must be in [0, 1]",
+        ),
         ({"messages": []}, 400, "messages"),
         ({"messages": [{"role": "wizard", "content": "hi"}]}, 400, "messages.0.role"),
         ({"messages": [{"role": "system", "content": "be brief"}]}, 400, "no user message"),

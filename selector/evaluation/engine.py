@@ -71,7 +71,7 @@ def selector_fingerprint(name_or_path: str, config: EvalConfig) -> str:
     return f"{folder}|{files_fingerprint(folder, ('*.json', '*.safetensors'), content=True)}"
 
 
-_NOT_SELECTION = ("small", "large", "selector", "budget", "budget_kind", "gate", "tau", "answer_tokens",
+_NOT_SELECTION = ("small", "large", "selector", "budget", "budget_kind", "gate", "tau", "small_tau", "answer_tokens",
                   "batch_size", "parallel", "dtype", "small_dtype", "device", "score_gold", "granularity",
                   # how the reasoning was made (its text is keyed), not how it is selected:
                   "concurrent", "large_threads", "small_threads", "early_stop", "stop_threshold",

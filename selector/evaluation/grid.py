@@ -25,7 +25,7 @@ __all__ = [
 ]
 
 CONDITIONS = ("large_direct", "large_reasoning", "small_reasoning", "relay")
-RELAY_GATES = ("always", "confidence", "agreement")
+RELAY_GATES = ("always", "confidence", "agreement", "small_confidence")
 FIXED_SELECTORS = ("none", "full")
 """Baselines that mean one fixed transfer whatever the budget: run once per gate."""
 
@@ -64,7 +64,7 @@ class EvalConfig:
     budgets: list[float] = field(default_factory=lambda: [0.1, 0.25, 0.5])
     """Budgets for every selector but none/full, counted as relay.budget_kind says (ratios by default)."""
     gates: list[str] = field(default_factory=lambda: ["always"])
-    """Relay gates: always, confidence, agreement ('never' is the large_direct condition)."""
+    """Relay gates: always, confidence, agreement, small_confidence ('never' is the large_direct condition)."""
     conditions: list[str] = field(default_factory=lambda: list(CONDITIONS))
     """Conditions to run: large_direct, large_reasoning (its own step-by-step answer),
     small_reasoning (the small model's own answer), relay (the selector x budget x gate grid)."""

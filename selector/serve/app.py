@@ -1,7 +1,7 @@
 """The HTTP side of `tokenrelay serve`: OpenAI-compatible routes over the model worker.
 
 - ``POST /v1/chat/completions``: the relay answers the last user message (streamed or not). Extra
-  body fields ``budget``, ``budget_kind``, ``gate``, ``tau`` and ``small_timeout_s`` override the
+  body fields ``budget``, ``budget_kind``, ``gate``, ``tau``, ``small_tau`` and ``small_timeout_s`` override the
   server's relay for that request. The message carries the answer in ``content`` and the small
   model's reasoning in ``reasoning_content``; a ``tokenrelay`` object says what the relay did.
 - ``POST /v1/completions``: raw generation by an in-process model (``NAME-small`` / ``NAME-large``),
@@ -70,6 +70,7 @@ class ChatRequest(BaseModel):
     budget_kind: str | None = None
     gate: str | None = None
     tau: float | None = None
+    small_tau: float | None = None
     small_timeout_s: float | None = Field(None, gt=0)
 
 
@@ -259,7 +260,9 @@ def _chat_job(config: ServeConfig, worker: ModelWorker, req: ChatRequest) -> Cha
     if not question:
         raise ApiError(400, "the last user message is empty", param="messages")
     overrides: dict[str, Any] = {
-        k: getattr(req, k) for k in ("budget", "budget_kind", "gate", "tau") if getattr(req, k) is not None
+        k: getattr(req, k)
+        for k in ("budget", "budget_kind", "gate", "tau", "small_tau")
+        if getattr(req, k) is not None
     }
     answer_tokens = req.max_completion_tokens or req.max_tokens
     if answer_tokens is not None:
@@ -339,12 +342,14 @@ def _relay_block(outcome: ChatOutcome, job: ChatJob) -> dict:
         "fallback": outcome.fallback,
         "gate": cfg.gate,
         "tau": cfg.tau,
+        "small_tau": cfg.small_tau,
         "budget": cfg.budget_value,
         "budget_kind": cfg.budget_kind,
         "selector": cfg.selector,
         "direct_answer": r.direct_answer,
         "direct_prob": r.direct_prob,
         "small_answer": r.small_answer,
+        "small_prob": r.small_prob,
         "transfer_text": r.transfer_text,
         "transfer_tokens": r.transfer_tokens,
         "reasoning_tokens": r.reasoning_tokens,

@@ -9,8 +9,11 @@ correctness and leakage) and reports, for every trained selector at each budget 
 leakage, mean gold log-prob, and the paired comparison (mean per-problem difference, bootstrap 95%
 interval, wins/losses/ties, n) of gold log-prob and of gain recovered against the best heuristic at
 the same budget and gate. The pooled row joins every run's problems and chooses the best heuristic
-again on them (a choice made with hindsight, which favours the heuristic). Writes summary.md and
-summary.json into ``--out``.
+again on them (a choice made with hindsight, which favours the heuristic). Where the runs hold the
+small model's own answers (the small_reasoning condition), it also splits every ungated relay's gold
+log-prob by whether the small model was right, and says how well the small model's confidence in its
+stated answer (``small_prob``, what the small_confidence gate reads) tells right from wrong (AUROC).
+Writes summary.md and summary.json into ``--out``.
 """
 
 from __future__ import annotations
@@ -57,6 +60,59 @@ def _paired(rows: list[dict], records: dict[str, list[dict]], gain_min_nats: flo
         [r.get("f_all") for r in first],
         gain_min_nats=gain_min_nats,
     )
+
+
+def auroc(scores: list[float], positive: list[bool]) -> float | None:
+    """P(a positive's score > a negative's), ties half: None without both classes."""
+    pos = [s for s, p in zip(scores, positive) if p]
+    neg = [s for s, p in zip(scores, positive) if not p]
+    if not pos or not neg:
+        return None
+    wins = sum((a > b) + 0.5 * (a == b) for a in pos for b in neg)
+    return wins / (len(pos) * len(neg))
+
+
+def by_small_model(
+    task: str, rows: list[dict], records: dict[str, list[dict]]
+) -> tuple[list[dict], dict | None]:
+    """Ungated relays' gold log-prob where the small model was right / wrong, and its confidence's AUROC."""
+    own = records.get("small_reasoning")
+    if not own:
+        return [], None
+    right = [bool(r.get("correct")) for r in own]
+    split = []
+    for row in rows:
+        if row["kind"] != "relay" or row["gate"] != "always":
+            continue
+        lps = [r.get("gold_logprob") for r in records[row["condition"]]]
+        split.append(
+            {
+                "task": task,
+                "condition": row["condition"],
+                "n_right": sum(right),
+                "n_wrong": len(right) - sum(right),
+                "logprob_right": _mean(lp for lp, ok in zip(lps, right) if ok),
+                "logprob_wrong": _mean(lp for lp, ok in zip(lps, right) if not ok),
+            }
+        )
+    ungated = next(
+        (records[r["condition"]] for r in rows if r["kind"] == "relay" and r["gate"] == "always"), None
+    )
+    if ungated is None or not any("small_prob" in r for r in ungated):
+        return split, None
+    probs = [r.get("small_prob") or 0.0 for r in ungated]  # no stated answer: not sure at all
+    return split, {
+        "task": task,
+        "auroc": auroc(probs, right),
+        "n_right": sum(right),
+        "n_wrong": len(right) - sum(right),
+        "median_prob_right": _mean(
+            [statistics.median([p for p, ok in zip(probs, right) if ok])] if any(right) else []
+        ),
+        "median_prob_wrong": _mean(
+            [statistics.median([p for p, ok in zip(probs, right) if not ok])] if not all(right) else []
+        ),
+    }
 
 
 def summarize(runs: dict[str, Path]) -> dict:
@@ -119,10 +175,13 @@ def summarize(runs: dict[str, Path]) -> dict:
                 )
         return out
 
-    table, each, pooled = [], [], defaultdict(list)
+    table, each, pooled, split, confidence = [], [], defaultdict(list), [], []
     for task, (result, records) in loaded.items():
         table += row_for(task, records, result["paired"], result["full_helps"])
         each += each_heuristic(task, records)
+        task_split, task_confidence = by_small_model(task, rows, records)
+        split += task_split
+        confidence += [task_confidence] if task_confidence else []
         for cond in common:
             pooled[cond] += records[cond]
     for cond, recs in pooled.items():  # problem ids must stay unique once pooled
@@ -139,6 +198,8 @@ def summarize(runs: dict[str, Path]) -> dict:
         "gain_min_nats": gain_min_nats,
         "rows": table,
         "each_heuristic": each,
+        "by_small_model": split,
+        "small_confidence": confidence,
     }
 
 
@@ -188,6 +249,35 @@ def markdown(summary: dict) -> str:
             f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}] | {r['median_diff']:+.3f} "
             f"| {r['wins']}/{r['losses']}/{r['ties']} (n={r['n']}) |"
         )
+    if summary.get("by_small_model"):
+        lines += [
+            "",
+            "Gold log-prob of every ungated relay where the small model's own answer was right / wrong:",
+            "",
+            "| task | condition | right (n) | wrong (n) |",
+            "|" + " --- |" * 4,
+        ]
+        for r in summary["by_small_model"]:
+            right, wrong = (
+                f"{v:.2f}" if v is not None else "" for v in (r["logprob_right"], r["logprob_wrong"])
+            )
+            lines.append(
+                f"| {r['task']} | {r['condition']} | {right} ({r['n_right']}) | {wrong} ({r['n_wrong']}) |"
+            )
+    if summary.get("small_confidence"):
+        lines += [
+            "",
+            "The small model's confidence in its stated answer (small_prob) against its correctness:",
+            "",
+            "| task | AUROC | median right | median wrong | right / wrong |",
+            "|" + " --- |" * 5,
+        ]
+        for r in summary["small_confidence"]:
+            cells = [
+                f"{v:.3f}" if v is not None else ""
+                for v in (r["auroc"], r["median_prob_right"], r["median_prob_wrong"])
+            ]
+            lines.append(f"| {r['task']} | {' | '.join(cells)} | {r['n_right']} / {r['n_wrong']} |")
     return "\n".join(lines) + "\n"
 
 

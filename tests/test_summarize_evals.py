@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from scripts.summarize_evals import auroc
 from scripts.summarize_evals import main as summarize
 from selector.agents import Agent
 from selector.cli import main as tokenrelay
@@ -33,7 +34,7 @@ def two_runs(tiny_lm_dir, tiny_plain_lm_dir, tmp_path_factory):
         out = root / f"eval_{task}"
         args = ["eval", "--data", str(data), "--relay.small", str(tiny_lm_dir), "--relay.large", str(tiny_plain_lm_dir),
                 "--out", str(out), "--selectors", json.dumps(["none", "full", "selfinfo", "last", str(selector)]),
-                "--budgets", "[0.5]", "--gates", "[always]", "--conditions", "[large_direct, relay]",
+                "--budgets", "[0.5]", "--gates", "[always]", "--conditions", "[large_direct, small_reasoning, relay]",
                 "--relay.reason-tokens", "10", "--relay.answer-tokens", "3", "--relay.batch-size", "2", "--relay.granularity", "word",
                 "--relay.device", "cpu", "--plot", "false"]  # fmt: skip
         assert tokenrelay(args) == 0
@@ -83,3 +84,30 @@ def test_per_task_rows_match_each_run_and_pooled_pairs_all_problems(two_runs, tm
         summarize([f"a={two_runs['adding']}", f"b={two_runs['adding']}", "--out", str(tmp_path / "x")])
     with pytest.raises(SystemExit, match="not a finished"):
         summarize([f"a={tmp_path}", "--out", str(tmp_path / "y")])
+
+
+def test_auroc_on_known_orders():
+    assert auroc([0.9, 0.8, 0.2, 0.1], [True, True, False, False]) == 1.0
+    assert auroc([0.1, 0.2, 0.8, 0.9], [True, True, False, False]) == 0.0
+    assert auroc([0.5, 0.5, 0.9, 0.1], [True, False, True, False]) == pytest.approx(0.875)  # one tie: half
+    assert auroc([0.3, 0.4], [True, True]) is None
+
+
+def test_relays_split_by_the_small_models_correctness(two_runs, tmp_path):
+    out = tmp_path / "summary"
+    assert summarize([f"{k}={v}" for k, v in two_runs.items()] + ["--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    for task, path in two_runs.items():
+        recs = [json.loads(x) for x in (path / "records.jsonl").read_text().splitlines() if x.strip()]
+        right = [bool(r["correct"]) for r in recs if r["condition"] == "small_reasoning"]
+        split = {r["condition"]: r for r in summary["by_small_model"] if r["task"] == task}
+        assert set(split) == {r["condition"] for r in recs if r["condition"].startswith("relay:")}
+        for cond, row in split.items():
+            lps = [r["gold_logprob"] for r in recs if r["condition"] == cond]
+            assert (row["n_right"], row["n_wrong"]) == (sum(right), len(right) - sum(right))
+            mine = [lp for lp, ok in zip(lps, right) if ok]
+            assert row["logprob_right"] == (pytest.approx(sum(mine) / len(mine)) if mine else None)
+        conf = next(c for c in summary["small_confidence"] if c["task"] == task)
+        probs = [r["small_prob"] or 0.0 for r in recs if r["condition"] == "relay:none:always"]
+        assert conf["auroc"] == auroc(probs, right)
+    assert "small model's own answer was right / wrong" in (out / "summary.md").read_text()

@@ -44,7 +44,7 @@ from selector.agents import Agent
 from selector.cmdline import parse_config, run_command
 from selector.data import load_examples
 from selector.early_stop import STOP_SIGNALS
-from selector.evaluation import EvalConfig, run_eval
+from selector.evaluation import RELAY_GATES, EvalConfig, run_eval
 from selector.evaluation.cache import digest
 from selector.evaluation.calibrate import CalibrateConfig, calibrate
 from selector.evaluation.paired import paired_comparison
@@ -117,9 +117,9 @@ class BenchLatencyConfig:
                 raise ValueError(f"lever {lever!r} names more than one early-stop signal")
         if len(set(self.levers)) != len(self.levers):
             raise ValueError("levers lists a lever more than once")
-        bad_gates = [g for g in self.gates if g not in ("always", "agreement", "confidence")]
+        bad_gates = [g for g in self.gates if g not in RELAY_GATES]
         if bad_gates:
-            raise ValueError(f"unknown gate(s) {bad_gates}; expected some of always, agreement, confidence")
+            raise ValueError(f"unknown gate(s) {bad_gates}; expected some of {', '.join(RELAY_GATES)}")
         if self.target_accuracy is not None and not 0 <= self.target_accuracy <= 1:
             raise ValueError(f"target_accuracy must be in [0, 1], got {self.target_accuracy}")
         # Every relay setting is checked now, before any model loads.

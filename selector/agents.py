@@ -106,7 +106,8 @@ class Agent(PrefixTreeScoring):
         if agent.device.type == "cpu" and not _fast_on_this_cpu(model.dtype):
             warnings.warn(
                 f"{path}: {model.dtype} weights on a CPU without {model.dtype} units (dtype={config.dtype!r}) "
-                "run several times slower than float32; pass dtype float32 unless memory is the limit",
+                "prefill several times slower than float32 (decoding may still be faster: "
+                "python -m scripts.bench_dtype measures both); pass dtype float32 unless you measured otherwise",
                 stacklevel=2,
             )
         return agent

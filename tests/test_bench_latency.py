@@ -72,6 +72,12 @@ def test_bad_settings_fail_before_any_model_loads(kw, message):
         BenchLatencyConfig(data="d.jsonl", relay=relay, **{k: v for k, v in kw.items() if k not in nested})
 
 
+def test_every_relay_gate_is_a_benchmark_gate():
+    relay = RelayConfig(small="/no/small", large="/no/large", batch_size=1)
+    gates = ["always", "agreement", "confidence", "small_confidence"]
+    assert BenchLatencyConfig(data="d.jsonl", relay=relay, gates=gates).gates == gates
+
+
 def test_paired_with_own_on_constructed_questions():
     """The best configuration against the large model's own reasoning: known ratio and accuracy gap."""
     from scripts.bench_latency import paired_with_own

@@ -50,6 +50,11 @@ def _mean(values) -> float | None:
     return statistics.fmean(known) if known else None
 
 
+def _median(values) -> float | None:
+    known = list(values)
+    return statistics.median(known) if known else None
+
+
 def _paired(rows: list[dict], records: dict[str, list[dict]], gain_min_nats: float) -> list[dict]:
     conditions = [r for r in rows if r["condition"] in records]
     first = records[conditions[0]["condition"]]
@@ -80,10 +85,9 @@ def by_small_model(
     if not own:
         return [], None
     right = [bool(r.get("correct")) for r in own]
+    ungated = [row for row in rows if row["kind"] == "relay" and row["gate"] == "always"]
     split = []
-    for row in rows:
-        if row["kind"] != "relay" or row["gate"] != "always":
-            continue
+    for row in ungated:
         lps = [r.get("gold_logprob") for r in records[row["condition"]]]
         split.append(
             {
@@ -95,23 +99,17 @@ def by_small_model(
                 "logprob_wrong": _mean(lp for lp, ok in zip(lps, right) if not ok),
             }
         )
-    ungated = next(
-        (records[r["condition"]] for r in rows if r["kind"] == "relay" and r["gate"] == "always"), None
-    )
-    if ungated is None or not any("small_prob" in r for r in ungated):
+    first = records[ungated[0]["condition"]] if ungated else []
+    if not any("small_prob" in r for r in first):
         return split, None
-    probs = [r.get("small_prob") or 0.0 for r in ungated]  # no stated answer: not sure at all
+    probs = [r.get("small_prob") or 0.0 for r in first]  # no stated answer: not sure at all
     return split, {
         "task": task,
         "auroc": auroc(probs, right),
         "n_right": sum(right),
         "n_wrong": len(right) - sum(right),
-        "median_prob_right": _mean(
-            [statistics.median([p for p, ok in zip(probs, right) if ok])] if any(right) else []
-        ),
-        "median_prob_wrong": _mean(
-            [statistics.median([p for p, ok in zip(probs, right) if not ok])] if not all(right) else []
-        ),
+        "median_prob_right": _median(p for p, ok in zip(probs, right) if ok),
+        "median_prob_wrong": _median(p for p, ok in zip(probs, right) if not ok),
     }
 
 

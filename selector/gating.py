@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .answers import answers_match, extract_answer
+from .reasoning import spans_from_token_ids
 
 __all__ = [
     "GATES",
@@ -139,15 +140,11 @@ def stated_answer_probability(
     """
     if answer is None or not answer.strip() or not token_ids:
         return None
-    ends, text = [], ""
-    for k in range(len(token_ids)):
-        text = tokenizer.decode(list(token_ids[: k + 1]), skip_special_tokens=True)
-        ends.append(len(text))
-    starts = [0, *ends[:-1]]
+    text, spans = spans_from_token_ids(tokenizer, token_ids)
     pattern = re.compile(r"(?<![\d.])" + re.escape(answer.strip()) + r"(?![\d])")
     probs = []
     for m in pattern.finditer(text):
-        lps = [lp for s, e, lp in zip(starts, ends, logprobs) if s < m.end() and e > m.start()]
+        lps = [lp for (s, e), lp in zip(spans, logprobs) if s < m.end() and e > m.start()]
         if lps:
             probs.append(math.exp(math.fsum(lps) / len(lps)))
     return min(probs) if probs else None

@@ -89,6 +89,10 @@ def by_small_model(
     split = []
     for row in ungated:
         lps = [r.get("gold_logprob") for r in records[row["condition"]]]
+        empty = [
+            r.get("transfer_tokens") == 0 if "transfer_tokens" in r else None
+            for r in records[row["condition"]]
+        ]
         split.append(
             {
                 "task": task,
@@ -97,6 +101,9 @@ def by_small_model(
                 "n_wrong": len(right) - sum(right),
                 "logprob_right": _mean(lp for lp, ok in zip(lps, right) if ok),
                 "logprob_wrong": _mean(lp for lp, ok in zip(lps, right) if not ok),
+                # share of problems where the relay sent no reasoning (a floored selector can decide that)
+                "sent_nothing_right": _mean(e for e, ok in zip(empty, right) if ok),
+                "sent_nothing_wrong": _mean(e for e, ok in zip(empty, right) if not ok),
             }
         )
     first = records[ungated[0]["condition"]] if ungated else []
@@ -252,15 +259,20 @@ def markdown(summary: dict) -> str:
             "",
             "Gold log-prob of every ungated relay where the small model's own answer was right / wrong:",
             "",
-            "| task | condition | right (n) | wrong (n) |",
-            "|" + " --- |" * 4,
+            "| task | condition | right (n) | wrong (n) | sent nothing: right / wrong |",
+            "|" + " --- |" * 5,
         ]
         for r in summary["by_small_model"]:
             right, wrong = (
                 f"{v:.2f}" if v is not None else "" for v in (r["logprob_right"], r["logprob_wrong"])
             )
+            nothing = " / ".join(
+                f"{v:.0%}" if v is not None else "–"
+                for v in (r.get("sent_nothing_right"), r.get("sent_nothing_wrong"))
+            )
             lines.append(
-                f"| {r['task']} | {r['condition']} | {right} ({r['n_right']}) | {wrong} ({r['n_wrong']}) |"
+                f"| {r['task']} | {r['condition']} | {right} ({r['n_right']}) | {wrong} ({r['n_wrong']}) "
+                f"| {nothing} |"
             )
     if summary.get("small_confidence"):
         lines += [

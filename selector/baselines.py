@@ -186,5 +186,6 @@ def select_transfer(
         fixed or budget,
         None if fixed else forced,
         probabilities=bool(getattr(scorer, "outputs_probabilities", False)),
+        min_score=getattr(scorer, "min_score", None),
     )
     return build_transfer(view.reasoning, view.units, mask, token_counts)

@@ -15,6 +15,10 @@ transfer costs is the large model's prefill of it. Rules (exact, so token counts
 
 Forced keeps (numbers, the last step) are always kept and count against a ratio/tokens/topk budget
 first, even past it; the remaining budget goes to the best other units.
+
+A score floor (``min_score``) keeps no unit scoring below it under any budget, forced keeps excepted:
+for scorers whose scores have an absolute scale (a selector trained with the pointwise loss predicts
+each unit's gain in nats), so a trace whose every unit is predicted to hurt transfers nothing.
 """
 
 from __future__ import annotations
@@ -126,10 +130,12 @@ def select_units(
     forced=None,
     *,
     probabilities: bool = False,
+    min_score: float | None = None,
 ) -> list[bool]:
     """Keep mask over units (original order) under ``budget``; see the module docstring for the rules.
 
-    ``forced`` is a bool mask or unit indices that are always kept.
+    ``forced`` is a bool mask or unit indices that are always kept; units scoring below ``min_score``
+    (raw scores, before any sigmoid) are never kept otherwise.
     """
     n = len(scores)
     if len(token_counts) != n:
@@ -140,6 +146,9 @@ def select_units(
     if any(c < 0 for c in token_counts):
         raise ValueError("token counts must be >= 0")
     keep = _forced_mask(forced, n)
+    if min_score is not None and math.isnan(min_score):
+        raise ValueError("min_score is NaN")
+    allowed = [min_score is None or s >= min_score for s in scores]
     if budget.kind == "threshold":
         if probabilities:
             bad = [s for s in scores if not 0 <= s <= 1]
@@ -148,8 +157,8 @@ def select_units(
             probs = scores
         else:
             probs = [_sigmoid(s) for s in scores]
-        return [k or p >= budget.value for k, p in zip(keep, probs)]
-    order = sorted(range(n), key=lambda i: (-scores[i], i))
+        return [k or (p >= budget.value and a) for k, p, a in zip(keep, probs, allowed)]
+    order = [i for i in sorted(range(n), key=lambda i: (-scores[i], i)) if allowed[i]]
     if budget.kind == "topk":
         room = int(budget.value) - sum(keep)
         for i in order:

@@ -269,6 +269,8 @@ def test_config_validation():
         ScorerConfig(backbone="encoder")
     with pytest.raises(ValueError, match="unknown backbone"):
         ScorerConfig(backbone="lstm", hidden_layer=1)
+    with pytest.raises(ValueError, match="min_score"):
+        ScorerConfig(hidden_layer=-1, min_score=float("inf"))
 
 
 def test_fast_span_assignment_matches_the_reference():

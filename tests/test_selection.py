@@ -61,6 +61,21 @@ def test_threshold_on_logits_and_on_probabilities():
         select_units([2.0], [1], Budget.threshold(0.5), probabilities=True)
 
 
+def test_a_score_floor_keeps_nothing_below_it_under_every_budget():
+    scores, counts = [-1.0, 2.0, 0.5, -0.2], [1, 1, 1, 1]
+    assert _kept(select_units(scores, counts, Budget.ratio(1.0), min_score=0.0)) == [1, 2]
+    assert _kept(select_units(scores, counts, Budget.topk(3), min_score=0.0)) == [1, 2]
+    assert _kept(select_units(scores, counts, Budget.tokens(4), min_score=0.6)) == [1]
+    assert _kept(select_units(scores, counts, Budget.threshold(0.1), min_score=0.0)) == [1, 2]
+    # every unit below the floor: nothing is sent; forced keeps still are
+    assert _kept(select_units([-3.0, -1.0], [1, 1], Budget.ratio(1.0), min_score=0.0)) == []
+    assert _kept(select_units([-3.0, -1.0], [1, 1], Budget.ratio(1.0), forced=[0], min_score=0.0)) == [0]
+    # no floor: as before; a NaN floor is an error
+    assert _kept(select_units(scores, counts, Budget.topk(3))) == [1, 2, 3]
+    with pytest.raises(ValueError, match="min_score"):
+        select_units(scores, counts, Budget.ratio(1.0), min_score=float("nan"))
+
+
 def test_forced_keeps_count_against_the_budget():
     # Force unit 4 (6 tokens) under a 10-token cap: 4 remain -> unit 1 (3) fits, unit 3 (2) not.
     mask = select_units(SCORES, COUNTS, Budget.tokens(10), forced=[4])

@@ -93,6 +93,10 @@ def test_auroc_on_known_orders():
     assert auroc([0.3, 0.4], [True, True]) is None
 
 
+def _of(recs: list[dict], condition: str) -> list[dict]:
+    return [r for r in recs if r["condition"] == condition]
+
+
 def test_relays_split_by_the_small_models_correctness(two_runs, tmp_path):
     out = tmp_path / "summary"
     assert summarize([f"{k}={v}" for k, v in two_runs.items()] + ["--out", str(out)]) == 0
@@ -107,6 +111,8 @@ def test_relays_split_by_the_small_models_correctness(two_runs, tmp_path):
             assert (row["n_right"], row["n_wrong"]) == (sum(right), len(right) - sum(right))
             mine = [lp for lp, ok in zip(lps, right) if ok]
             assert row["logprob_right"] == (pytest.approx(sum(mine) / len(mine)) if mine else None)
+            empty = [r["transfer_tokens"] == 0 for r, ok in zip(_of(recs, cond), right) if not ok]
+            assert row["sent_nothing_wrong"] == (pytest.approx(sum(empty) / len(empty)) if empty else None)
         conf = next(c for c in summary["small_confidence"] if c["task"] == task)
         probs = [r["small_prob"] or 0.0 for r in recs if r["condition"] == "relay:none:always"]
         assert conf["auroc"] == auroc(probs, right)

@@ -12,18 +12,21 @@ import torch
 from safetensors.torch import load_file
 from torchmetrics.functional import spearman_corrcoef
 
+from selector.baselines import select_transfer
 from selector.cli import main as tokenrelay
 from selector.data import DataError
 from selector.reasoning import view_from_trace
 from selector.scorer import ScorerConfig, TokenSelector
+from selector.selection import Budget
 from selector.shards import ShardWriter
 from tests.selector_fixtures import synthetic_records
-from training.datamodule import TraceDataModule, split_of
+from training.datamodule import TraceDataModule, load_sources, split_of
 from training.module import (
     SelectorModule,
     bce_top_q_loss,
     listwise_loss,
     pairwise_loss,
+    pointwise_loss,
     top_q_targets,
 )
 from training.train_cli import ReleaseCheckpoint
@@ -51,7 +54,7 @@ def _quiet_trainer(**kw) -> L.Trainer:
     )
 
 
-@pytest.mark.parametrize("loss_fn", [listwise_loss, pairwise_loss, bce_top_q_loss])
+@pytest.mark.parametrize("loss_fn", [listwise_loss, pairwise_loss, bce_top_q_loss, pointwise_loss])
 def test_losses_prefer_the_label_order(loss_fn):
     labels = torch.tensor([[3.0, 1.0, 2.0, 0.0, 0.0], [0.0, 2.0, 1.0, 0.0, 0.0]])
     mask = torch.tensor([[True, True, True, True, False], [True, True, True, False, False]])
@@ -59,6 +62,42 @@ def test_losses_prefer_the_label_order(loss_fn):
     assert loss_fn(good, labels, mask) < loss_fn(bad, labels, mask)
     garbage = torch.where(mask, good, torch.full_like(good, 1e4))  # padding never counts
     assert torch.isclose(loss_fn(garbage, labels, mask), loss_fn(good, labels, mask))
+
+
+def test_pointwise_loss_is_zero_at_the_labels_and_keeps_their_scale():
+    labels = torch.tensor([[-8.0, 0.5, 1.0], [2.0, -0.5, 0.0]])
+    mask = torch.tensor([[True, True, True], [True, True, False]])
+    assert float(pointwise_loss(labels, labels, mask)) == 0.0
+    # a ranking loss cannot tell a shifted copy of the labels from the labels; the pointwise one does
+    assert float(pointwise_loss(labels + 5, labels, mask)) > 1.0
+    assert torch.isclose(listwise_loss(labels + 5, labels, mask), listwise_loss(labels, labels, mask))
+
+
+def test_pointwise_selector_sends_only_units_predicted_to_help(tmp_path, small_tok, tiny_lm_dir):
+    """Labels shifted so a third of units hurt: with the pointwise loss and a floor of 0 the kept units
+    are the helpful ones (the ranking losses' scores carry no sign to do this)."""
+    L.seed_everything(0, verbose=False)
+    train = synthetic_records(small_tok, 64, hidden=32, model=str(tiny_lm_dir), seed=0)
+    held_out = synthetic_records(small_tok, 24, hidden=32, model=str(tiny_lm_dir), seed=1)
+    for r in train + held_out:
+        r["labels"] = [4 * (y - 0.5) for y in r["labels"]]
+    dm = TraceDataModule(str(_write(tmp_path / "labels", train)), small_model=str(tiny_lm_dir), batch_size=8)
+    config = ScorerConfig(hidden_layer=-1, d_model=32, head="mlp", dropout=0.0, min_score=0.0)
+    module = SelectorModule(config, loss="pointwise", lr=3e-3)
+    _quiet_trainer(max_epochs=10).fit(module, datamodule=dm)
+    out = module.selector.save_pretrained(tmp_path / "release")
+    selector = TokenSelector.from_pretrained(out)
+    assert selector.min_score == 0.0 and "| score floor | 0:" in (out / "README.md").read_text()
+    right = total = sent_harm = 0
+    for r in held_out:
+        view = view_from_trace(r, tokenizer=small_tok)
+        counts = [1] * len(view.units)
+        mask = select_transfer(selector, view, counts, Budget.ratio(1.0)).mask
+        right += sum(k == (y > 0) for k, y in zip(mask, r["labels"]))
+        sent_harm += sum(k and y < 0 for k, y in zip(mask, r["labels"]))
+        total += len(mask)
+    assert right / total > 0.85, right / total
+    assert sent_harm / total < 0.1
 
 
 def test_top_q_targets():
@@ -85,6 +124,20 @@ def test_datamodule_skips_constant_labels_and_splits_by_id(tmp_path, small_tok, 
     assert item.view.token_spans is not None and len(item.labels) == len(item.view.units)
     batch = next(iter(dm.train_dataloader()))
     assert len(batch) == 8 and len({len(t.labels) for t in batch}) > 1  # ragged traces
+
+
+def test_sources_with_a_column_null_in_one_of_them_merge(tmp_path):
+    """A label folder where no trace drew the reference labeler has an all-null reliability column
+    (Arrow type null); it must still merge with one that has values."""
+    import datasets
+
+    rows = [{"id": "a-1-0", "labels": [0.5, -1.0], "label_reliability": None}]
+    typed = [{"id": "b-1-0", "labels": [2.0, 0.0], "label_reliability": 0.25}]
+    datasets.Dataset.from_list(rows).save_to_disk(str(tmp_path / "a"))
+    datasets.Dataset.from_list(typed).save_to_disk(str(tmp_path / "b"))
+    merged = load_sources([str(tmp_path / "a"), str(tmp_path / "b")])
+    assert merged["label_reliability"] == [None, 0.25]
+    assert merged["labels"] == [[0.5, -1.0], [2.0, 0.0]]
 
 
 def test_unlabelled_traces_are_refused(tmp_path, small_tok, tiny_lm_dir):

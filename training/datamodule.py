@@ -74,6 +74,21 @@ def load_labelled(source: str):
     return datasets.load_dataset(kind, data_files=str(path), split="train")
 
 
+def _unified_features(parts):
+    """The first part's features, with each column that is all-null there (Arrow type ``null``: e.g.
+    label_reliability in a folder where no trace drew the reference labeler) typed by a part that has
+    values in it."""
+    import datasets
+
+    merged = dict(parts[0].features)
+    for name, feature in merged.items():
+        if "null" in str(feature):
+            typed = [p.features[name] for p in parts[1:] if "null" not in str(p.features[name])]
+            if typed:
+                merged[name] = typed[0]
+    return datasets.Features(merged)
+
+
 def load_sources(sources: str | Sequence[str]):
     """One or several labelled-trace sources as one ``datasets.Dataset`` (a mixture of tasks)."""
     import datasets
@@ -90,9 +105,10 @@ def load_sources(sources: str | Sequence[str]):
                 f"{source!r} and {sources[0]!r} have different columns "
                 f"({sorted(set(part.column_names) ^ set(first.column_names))}): label them with one job config"
             )
+    features = _unified_features(parts)
     try:
         merged = datasets.concatenate_datasets(
-            [p if p.features == first.features else p.cast(first.features) for p in parts]
+            [p if p.features == features else p.cast(features) for p in parts]
         )
     except (ValueError, TypeError) as err:
         raise DataError(f"labelled-trace sources {list(sources)} do not fit together: {err}") from None

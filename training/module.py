@@ -2,7 +2,12 @@
 
 Losses (``loss``): ``listwise`` (default; ListNet cross-entropy between the softmax of the scores and
 the softmax of the per-trace standardized labels), ``pairwise`` (RankNet logistic loss on every pair
-of units with different labels) and ``bce_top_q`` (BCE on membership in the top-q units by label).
+of units with different labels), ``bce_top_q`` (BCE on membership in the top-q units by label) and
+``pointwise`` (Huber regression on the labels themselves, in nats). The ranking losses see each trace
+on its own, so their scores say which unit of a trace is best, never whether any unit is worth
+sending; the pointwise loss keeps the labels' sign and scale across traces (a wrong conclusion's unit
+is labelled several nats below zero), so with a score floor (``ScorerConfig.min_score = 0``) the
+selector can transfer nothing from a trace it predicts will hurt.
 
 Validation metrics (torchmetrics): Spearman with the labels, NDCG@k, AUROC of top-q membership,
 each per trace and averaged; and the one that matters, gain at budget b. With the labels as a
@@ -34,9 +39,17 @@ from selector.selection import Budget, select_units
 
 from .datamodule import LabelledTrace, TraceBatch, task_of
 
-__all__ = ["LOSSES", "SelectorModule", "bce_top_q_loss", "listwise_loss", "pairwise_loss", "top_q_targets"]
+__all__ = [
+    "LOSSES",
+    "SelectorModule",
+    "bce_top_q_loss",
+    "listwise_loss",
+    "pairwise_loss",
+    "pointwise_loss",
+    "top_q_targets",
+]
 
-LOSSES = ("listwise", "pairwise", "bce_top_q")
+LOSSES = ("listwise", "pairwise", "bce_top_q", "pointwise")
 _NEG = -1e9
 
 
@@ -80,6 +93,13 @@ def bce_top_q_loss(scores, labels, mask, q: float = 0.25) -> torch.Tensor:
     return ((loss * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
 
 
+def pointwise_loss(scores, labels, mask, delta: float = 1.0) -> torch.Tensor:
+    """Huber loss between each unit's score and its label (nats), averaged per trace: scores become
+    predicted gains, comparable across traces; ``delta`` bounds the pull of the largest labels."""
+    loss = F.huber_loss(scores, labels, reduction="none", delta=delta)
+    return ((loss * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
+
+
 class SelectorModule(L.LightningModule):
     """Trains a ``TokenSelector``; the net is built in ``setup`` once the data tells hidden sizes."""
 
@@ -98,7 +118,8 @@ class SelectorModule(L.LightningModule):
         """
         Args:
             scorer: The selector network (backbone, head, sizes).
-            loss: listwise (default), pairwise or bce_top_q.
+            loss: listwise (default), pairwise, bce_top_q or pointwise (scores predict each unit's gain
+                in nats; pair it with ``scorer.min_score: 0.0``).
             lr: AdamW learning rate.
             weight_decay: AdamW weight decay.
             label_temperature: Temperature of the listwise target softmax over standardized labels.
@@ -233,6 +254,8 @@ class SelectorModule(L.LightningModule):
             return listwise_loss(scores, labels, mask, self.label_temperature)
         if self.loss_name == "pairwise":
             return pairwise_loss(scores, labels, mask)
+        if self.loss_name == "pointwise":
+            return pointwise_loss(scores, labels, mask)
         return bce_top_q_loss(scores, labels, mask, self.top_q)
 
     def training_step(self, batch, batch_idx: int):
@@ -269,7 +292,7 @@ class SelectorModule(L.LightningModule):
             full = sum(labels)
         for b in self.budgets:
             key = _budget_key(b)
-            keep = select_units(scores, counts, Budget.ratio(b))
+            keep = select_units(scores, counts, Budget.ratio(b), min_score=self.scorer_config.min_score)
             oracle = select_units(labels, counts, Budget.ratio(b))
             gain = sum(y for y, k in zip(labels, keep) if k)
             self.val_means[f"gain_{key}"].update(torch.tensor(gain))

@@ -254,6 +254,13 @@ def model_card(config: ScorerConfig, card: dict) -> str:
         f"| traces (train / val) | {card.get('n_train', '?')} / {card.get('n_val', '?')} |",
         f"| traces skipped (no ranking signal) | {card.get('skipped', '?')} |",
         f"| loss | {card.get('loss', 'unknown')} |",
+        *(
+            [
+                f"| score floor | {config.min_score:g}: units scoring below it are never sent (predicted nats) |"
+            ]
+            if config.min_score is not None
+            else []
+        ),
         f"| steps | {card.get('steps', '?')} |",
         *([f"| released weights | {card['released_weights']} |"] if card.get("released_weights") else []),
         "",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 
 from ..units import GRANULARITIES
@@ -97,6 +98,11 @@ class ScorerConfig:
     """encoder backbone: tokens per window; longer reasoning is cut into windows, each with the question."""
     max_question_tokens: int = 96
     """encoder backbone: the question is cut to this many tokens in each window."""
+    min_score: float | None = None
+    """Units scoring below this are never transferred, whatever the budget. A selector trained with the
+    pointwise loss predicts each unit's gain in nats, so 0.0 keeps only units predicted to help and a
+    trace it judges harmful (a wrong conclusion) transfers nothing. None: no floor (the ranking losses'
+    scores have no absolute scale)."""
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
@@ -126,6 +132,8 @@ class ScorerConfig:
             raise ValueError(f"hidden_size must be >= 1, got {self.hidden_size}")
         if self.max_length < self.max_question_tokens + 8:
             raise ValueError("max_length must leave room for reasoning after max_question_tokens")
+        if self.min_score is not None and not math.isfinite(self.min_score):
+            raise ValueError(f"min_score must be a finite number or null, got {self.min_score}")
         self.lora_targets = list(self.lora_targets)
 
     @classmethod

@@ -40,6 +40,11 @@ class TokenSelector(SelectorCheckpoint):
         self.net = net if net is not None else UnitScorerNet(config)
         self.name = f"selector:{config.backbone}"
 
+    @property
+    def min_score(self) -> float | None:
+        """The score floor ``selector.selection.select_units`` applies (``ScorerConfig.min_score``)."""
+        return self.config.min_score
+
     # ------------------------------------------------------------------ encoder
     def _load_encoder_tokenizer(self) -> None:
         from transformers import AutoConfig, AutoTokenizer

@@ -153,9 +153,9 @@ def test_cli_writes_every_output_with_a_row_per_condition(
     trained = rows["relay:tiny-selector@0.5:always"]
     assert trained["latency"]["selection"] > 0 and trained["transfer_rate"] == 1
     # Paired statistics: the trained selector against the best heuristic (here selfinfo, the only
-    # one) at each budget and gate, and against the full transfer; checked against the records.
+    # one) at each budget and gate, and against the full transfer and no transfer; checked against the records.
     paired = {(p["condition"], p["reference"]): p for p in result["paired"]}
-    assert len(paired) == 4 * 2 * 2 and "## Paired comparisons" in table
+    assert len(paired) == 4 * 2 * 3 and "## Paired comparisons" in table
     lp = {(r["condition"], r["id"]): r["gold_logprob"] for r in records}
     qids = sorted({r["id"] for r in records})
     for gate in ("always", "confidence", "agreement", "small_confidence"):
@@ -172,6 +172,9 @@ def test_cli_writes_every_output_with_a_row_per_condition(
             )
             full = paired[(f"relay:tiny-selector@{b}:{gate}", "full transfer")]
             assert full["reference_logprob"] == "full"
+            nothing = paired[(f"relay:tiny-selector@{b}:{gate}", "no transfer")]
+            diffs = [lp[(row["condition"], q)] - lp[(f"relay:none:{gate}", q)] for q in qids]
+            assert nothing["gold_logprob"]["mean_diff"] == pytest.approx(sum(diffs) / 5)
     for r in records:
         if r["condition"].startswith("relay:") and r["path"] == "transfer":
             assert set(r["stages"]) >= {"small_reasoning", "selection", "large_prefill", "large_decode"}
@@ -274,6 +277,34 @@ def test_a_trained_selector_added_later_reads_states_without_regenerating(
     again = run(["first", str(hidden_selector_dir)])
     assert small.calls == Counter()  # the states were cached too
     assert again["rows"] == grown["rows"]
+
+
+def test_a_selector_whose_floor_is_above_every_score_sends_nothing(
+    agents, tiny_lm_dir, tiny_plain_lm_dir, arithmetic_jsonl, tmp_path
+):
+    """ScorerConfig.min_score reaches the relay: nothing kept, so each answer is the no-transfer one."""
+    small = Agent.from_pretrained(tiny_lm_dir, device="cpu")
+    config = ScorerConfig(
+        hidden_layer=-1, hidden_size=32, small_model=str(tiny_lm_dir), d_model=32,
+        granularity="word", small_vocab_size=len(small.tokenizer), min_score=1e6,
+    )  # fmt: skip
+    floored = TokenSelector(config).save_pretrained(tmp_path / "floored")
+    kw = {"budgets": [0.5], "gates": ["always"], "conditions": ["relay"], "selectors": ["none", str(floored)]}
+    run_eval(
+        _config(arithmetic_jsonl, tiny_lm_dir, tiny_plain_lm_dir, tmp_path / "out", **kw),
+        agents=agents,
+        progress=False,
+    )
+    records = [
+        json.loads(x) for x in (tmp_path / "out" / "records.jsonl").read_text().splitlines() if x.strip()
+    ]
+    mine = {r["id"]: r for r in records if r["condition"] == "relay:floored@0.5:always"}
+    none = {r["id"]: r for r in records if r["condition"] == "relay:none:always"}
+    assert mine and mine.keys() == none.keys()
+    for key, rec in mine.items():
+        assert rec["transfer_tokens"] == 0 and rec["reasoning_tokens"] > 0
+        assert rec["gold_logprob"] == pytest.approx(none[key]["gold_logprob"], abs=1e-5)
+        assert rec["output"] == none[key]["output"]
 
 
 def test_cut_short_cache_line_is_dropped(tmp_path):

@@ -51,6 +51,7 @@ def test_the_best_heuristic_is_chosen_per_budget_and_metric():
         _cond("last@.5", "last", 0.5),
         _cond("mine@.5", "mine", 0.5),
         _cond("full", "full", None),
+        _cond("none", "none", None),
         {"condition": "large_direct", "kind": "large_direct", "selector": None, "budget": None, "gate": None},
     ]
     lp = {
@@ -60,6 +61,7 @@ def test_the_best_heuristic_is_chosen_per_budget_and_metric():
         "last@.5": [-3.0, -3.0, -3.0, -3.0],
         "mine@.5": [-3.0, -3.0, -3.0, -3.0],
         "full": [-1.0, -1.0, -9.0, -1.0],
+        "none": f_none,
         "large_direct": f_none,
     }
     rows = paired_vs_references(conds, lp, f_none, f_all, n_boot=200)
@@ -69,6 +71,8 @@ def test_the_best_heuristic_is_chosen_per_budget_and_metric():
         ("mine@.25", "full transfer"),
         ("mine@.5", "best heuristic"),
         ("mine@.5", "full transfer"),
+        ("mine@.25", "no transfer"),
+        ("mine@.5", "no transfer"),
     }
     r = by[("mine@.25", "best heuristic")]
     assert r["reference_logprob"] == "first" and r["reference_gain"] == "last"
@@ -81,6 +85,9 @@ def test_the_best_heuristic_is_chosen_per_budget_and_metric():
     vs_full = by[("mine@.25", "full transfer")]
     assert vs_full["gold_logprob"]["mean_diff"] == pytest.approx((0 - 1 + 4 - 1) / 4)
     assert "gain_recovered" not in vs_full
+    vs_none = by[("mine@.25", "no transfer")]
+    assert vs_none["gold_logprob"]["mean_diff"] == pytest.approx((4 + 3 + 0 + 3) / 4)
+    assert vs_none["gold_logprob"]["ties"] == 1
     table = paired_markdown(rows)
     assert table.count("\n") == len(rows) + 1 and "best heuristic" in table
     assert all(line.count("|") == 10 for line in table.splitlines())

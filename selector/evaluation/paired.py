@@ -79,7 +79,8 @@ def paired_vs_references(
 ) -> list[dict]:
     """For each relay condition of a candidate selector (trained, oracle, ...): paired differences in
     gold log-prob and gain recovered against the best heuristic at its budget and gate, and against
-    the full transfer at its gate.
+    the full transfer and no transfer (``none``) at its gate; a selector that may send nothing
+    (``ScorerConfig.min_score``) must beat sending nothing, or it is only a gate.
 
     ``conditions`` are result rows (``condition``, ``kind``, ``selector``, ``budget``, ``gate``);
     ``logprobs`` maps a condition id to its per-problem gold log-probs, in problem order.
@@ -109,6 +110,9 @@ def paired_vs_references(
             refs.append(("best heuristic", best_lp, best_gain))
         if full:
             refs.append(("full transfer", full[0], None))
+        nothing = [c for c in relay if c["selector"] == "none" and c["gate"] == cand["gate"]]
+        if nothing:
+            refs.append(("no transfer", nothing[0], None))
         for ref_name, ref_lp, ref_gain in refs:
             row = {
                 "condition": cand["condition"],

@@ -164,7 +164,7 @@ def write_outputs(result: dict, records: Sequence[dict], out: Path, plot: bool =
         paired = (
             "\n## Paired comparisons\n\nPer problem, each trained selector against the best heuristic "
             "(of first / last / random / selfinfo, at its budget and gate, chosen on these problems) and "
-            "against the full transfer: mean difference, bootstrap 95% interval, wins / losses / ties.\n\n"
+            "against the full transfer and no transfer (none): mean difference, bootstrap 95% interval, wins / losses / ties.\n\n"
             + paired_markdown(result["paired"])
             + "\n"
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -260,6 +261,18 @@ def test_views_without_signals_are_refused(tiny_lm_dir, views):
     with pytest.raises(ValueError, match="self-information"):
         selector(no_spans)
     assert selector(ReasoningView("q", "", [])) == []
+
+
+def test_a_scalar_only_scorer_ignores_the_unit_vectors(tiny_lm_dir, views):
+    """unit_vectors=False: the scores do not move when the hidden states do (the ablation's premise)."""
+    selector = _hidden_selector(tiny_lm_dir, unit_vectors=False)
+    _randomize(selector)
+    before = selector.score_views(views)
+    shifted = [replace(v, hidden_states=v.hidden_states * 3 + 1) for v in views]
+    assert selector.score_views(shifted) == before
+    full = _hidden_selector(tiny_lm_dir)
+    _randomize(full)
+    assert full.score_views(shifted) != full.score_views(views)
 
 
 def test_config_validation():

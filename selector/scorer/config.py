@@ -98,6 +98,10 @@ class ScorerConfig:
     """encoder backbone: tokens per window; longer reasoning is cut into windows, each with the question."""
     max_question_tokens: int = 96
     """encoder backbone: the question is cut to this many tokens in each window."""
+    unit_vectors: bool = True
+    """Read each unit's vector (pooled hidden states or encoder outputs). False scores from the scalar
+    features alone (position, length, self-information, lexical flags): nothing task-specific, an
+    ablation of what carries to a task never trained on."""
     min_score: float | None = None
     """Units scoring below this are never transferred, whatever the budget. A selector trained with the
     pointwise loss predicts each unit's gain in nats, so 0.0 keeps only units predicted to help and a

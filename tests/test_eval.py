@@ -283,7 +283,7 @@ def test_a_selector_whose_floor_is_above_every_score_sends_nothing(
     agents, tiny_lm_dir, tiny_plain_lm_dir, arithmetic_jsonl, tmp_path
 ):
     """ScorerConfig.min_score reaches the relay: nothing kept, so each answer is the no-transfer one."""
-    small = Agent.from_pretrained(tiny_lm_dir, device="cpu")
+    small, _ = agents
     config = ScorerConfig(
         hidden_layer=-1, hidden_size=32, small_model=str(tiny_lm_dir), d_model=32,
         granularity="word", small_vocab_size=len(small.tokenizer), min_score=1e6,

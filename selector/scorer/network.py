@@ -83,16 +83,11 @@ class UnitScorerNet(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """(B, U) scores; positions where ``unit_mask`` is False are padding (their scores mean nothing)."""
         mask = batch["unit_mask"]
-        if self.config.unit_vectors:
+        x = self.scalar_proj(batch["scalars"])
+        if self.config.unit_vectors:  # else the scalar features alone (the feature ablation)
             vectors = self.unit_vectors(batch)
             magnitude = torch.log1p(vectors.norm(dim=-1, keepdim=True))
-            x = (
-                self.unit_proj(self.unit_norm(vectors))
-                + self.magnitude_proj(magnitude)
-                + self.scalar_proj(batch["scalars"])
-            )
-        else:  # the scalar features alone (ScorerConfig.unit_vectors)
-            x = self.scalar_proj(batch["scalars"])
+            x = self.unit_proj(self.unit_norm(vectors)) + self.magnitude_proj(magnitude) + x
         if self.config.head == "transformer":
             # no mask when nothing is padded (one trace at inference): CPU masked softmax is slow
             x = self.mixer(x, src_key_padding_mask=None if bool(mask.all()) else ~mask)

@@ -188,4 +188,6 @@ def select_transfer(
         probabilities=bool(getattr(scorer, "outputs_probabilities", False)),
         min_score=getattr(scorer, "min_score", None),
     )
-    return build_transfer(view.reasoning, view.units, mask, token_counts)
+    transfer = build_transfer(view.reasoning, view.units, mask, token_counts)
+    transfer.fallback = bool(getattr(scorer, "last_fell_back", False))
+    return transfer

@@ -303,6 +303,7 @@ class Relay:
             r.path = "transfer"
             r.transfer_text = transfers[i].text
             r.transfer_tokens, r.reasoning_tokens = transfers[i].kept_tokens, transfers[i].total_tokens
+            r.selector_fallback = transfers[i].fallback
         # (5) the large model answers from the transfer prompt
         order = sorted(transfers)
         final_parts = list(direct_parts)

@@ -219,6 +219,8 @@ class RelayResult:
     """Early-stop checks run on the small model's reasoning (their seconds are inside its stage)."""
     small_threads_end: int | None = None
     """Torch threads the small model's worker had when its reasoning ended (streamed reasoning only)."""
+    selector_fallback: bool = False
+    """The trained selector's novelty fallback handled the reasoning (a trace unlike its training data)."""
 
     def to_record(self) -> dict:
         """A flat JSON-friendly dict (stage stats as nested dicts)."""

@@ -200,6 +200,9 @@ class Transfer:
     """Large-model tokens of the kept units."""
     total_tokens: int
     """Large-model tokens of all units."""
+    fallback: bool = False
+    """The selector's novelty fallback handled this reasoning (``ScorerConfig.novelty_fallback``): the
+    trace looked unlike its training data, so it sent nothing or trusted only the scalar features."""
 
     @property
     def kept_units(self) -> int:

@@ -385,3 +385,37 @@ def test_selector_that_does_not_fit_the_small_model_is_named(
     err = capsys.readouterr().err
     assert "wide-selector" in err and "64-wide hidden states" in err
     assert not (out / "cache" / "outputs.jsonl").exists() or not (out / "cache" / "outputs.jsonl").read_text()
+
+
+def test_a_novelty_fallback_is_reported_per_problem_and_per_condition(
+    agents, tiny_lm_dir, tiny_plain_lm_dir, arithmetic_jsonl, tmp_path
+):
+    """Every trace beyond the novelty threshold: the selector sends nothing (answers as no transfer),
+    each record says the fallback handled it, and the results give the share."""
+    small, _ = agents
+    config = ScorerConfig(
+        hidden_layer=-1, hidden_size=32, small_model=str(tiny_lm_dir), d_model=32, granularity="word",
+        small_vocab_size=len(small.tokenizer), min_score=-1e6, novelty_fallback="nothing",
+    )  # fmt: skip
+    selector = TokenSelector(config)
+    selector.net.novelty.threshold.fill_(-1.0)  # novelty is >= 0: every trace is novel
+    folder = selector.save_pretrained(tmp_path / "wary")
+    kw = {"budgets": [0.5], "gates": ["always"], "conditions": ["relay"], "selectors": ["none", str(folder)]}
+    result = run_eval(
+        _config(arithmetic_jsonl, tiny_lm_dir, tiny_plain_lm_dir, tmp_path / "out", **kw),
+        agents=agents,
+        progress=False,
+    )
+    records = [
+        json.loads(x) for x in (tmp_path / "out" / "records.jsonl").read_text().splitlines() if x.strip()
+    ]
+    mine = {r["id"]: r for r in records if r["condition"] == "relay:wary@0.5:always"}
+    none = {r["id"]: r for r in records if r["condition"] == "relay:none:always"}
+    assert mine and mine.keys() == none.keys()
+    for key, rec in mine.items():
+        assert rec["selector_fallback"] and rec["transfer_tokens"] == 0
+        assert rec["output"] == none[key]["output"]
+        assert not none[key]["selector_fallback"]
+    rates = {row["condition"]: row["fallback_rate"] for row in result["rows"]}
+    assert rates["relay:wary@0.5:always"] == 1.0 and rates["relay:none:always"] == 0.0
+    assert "novelty fallback" in (tmp_path / "out" / "results.md").read_text()

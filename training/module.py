@@ -38,6 +38,7 @@ from selector.scorer import IncompatibleSelectorError, ScorerConfig, TokenSelect
 from selector.selection import Budget, select_units
 
 from .datamodule import LabelledTrace, TraceBatch, task_of
+from .rng import rng_states, set_rng_states
 
 __all__ = [
     "LOSSES",
@@ -178,6 +179,10 @@ class SelectorModule(L.LightningModule):
             self.val_means[f"gain_{key}"] = MeanMetric()
             for part in ("sel", "oracle", "sel_helped", "full_helped"):
                 self.gain_sums[f"{part}_{key}"] = SumMetric()
+            if scorer.novelty_fallback == "scalars":  # the fallback head is released at its own best epoch
+                self.val_means[f"fallback_gain_{key}"] = MeanMetric()
+        if scorer.novelty_fallback == "scalars":
+            self.val_means["fallback_loss"] = MeanMetric()
 
     # ------------------------------------------------------------------ building
     def build_selector(self, info: dict | None = None) -> TokenSelector:
@@ -263,6 +268,12 @@ class SelectorModule(L.LightningModule):
         scores = self(inputs)
         loss = self.compute_loss(scores, inputs["labels"], inputs["unit_mask"])
         self.log("train/loss", loss, batch_size=len(batch["meta"]), prog_bar=True)
+        if self.net.fallback is not None:  # the scalar-only head learns from every trace too
+            with torch.random.fork_rng(devices=[]):  # its dropout leaves the main head's draws as they were
+                fallback_scores = self.net.fallback(inputs)
+            fallback = self.compute_loss(fallback_scores, inputs["labels"], inputs["unit_mask"])
+            self.log("train/fallback_loss", fallback, batch_size=len(batch["meta"]))
+            loss = loss + fallback
         return loss
 
     def validation_step(self, batch, batch_idx: int):
@@ -283,6 +294,22 @@ class SelectorModule(L.LightningModule):
             self.val_means["ndcg"].update(retrieval_normalized_dcg(s, y - y.min(), top_k=self.ndcg_k))
             self.val_means["auroc"].update(binary_auroc(s, top[row, :n].long()))
             self._update_gain(s.tolist(), meta)
+        if self.net.fallback is not None:
+            fallback = self.net.fallback(inputs)
+            self.val_means["fallback_loss"].update(
+                self.compute_loss(fallback, inputs["labels"], mask), weight=len(batch["meta"])
+            )
+            for row, meta in enumerate(batch["meta"]):
+                scores_row = fallback[row, : len(meta["labels"])].float().tolist()
+                for b in self.budgets:
+                    keep = select_units(
+                        scores_row,
+                        meta["token_counts"],
+                        Budget.ratio(b),
+                        min_score=self.scorer_config.min_score,
+                    )
+                    gain = sum(y for y, k in zip(meta["labels"], keep) if k)
+                    self.val_means[f"fallback_gain_{_budget_key(b)}"].update(torch.tensor(gain))
 
     def _update_gain(self, scores: list[float], meta: dict) -> None:
         labels, counts = meta["labels"], meta["token_counts"]
@@ -312,6 +339,10 @@ class SelectorModule(L.LightningModule):
         for b in self.budgets:
             key = _budget_key(b)
             logged[f"val/gain@{b:g}"] = self.val_means[f"gain_{key}"]
+            if f"fallback_gain_{key}" in self.val_means:
+                logged[f"val/fallback/gain@{b:g}"] = self.val_means[f"fallback_gain_{key}"]
+        if "fallback_loss" in self.val_means:
+            logged["val/fallback/loss"] = self.val_means["fallback_loss"]
         for name, metric in logged.items():
             value = metric.compute()
             self.log(name, value, prog_bar=name in ("val/loss", "val/spearman"))
@@ -347,15 +378,65 @@ class SelectorModule(L.LightningModule):
                 if full > 0:
                     self.log(f"val/task/{task}/gain_recovered@{b:g}", sum(parts[f"sel_{key}"]) / full)
 
+    @torch.no_grad()
+    def fit_novelty(self, batch_size: int = 16) -> dict | None:
+        """Fit the novelty fallback (``ScorerConfig.novelty_fallback``) on the training traces' vectors,
+        its threshold on the validation traces'; None when the selector has none. Called on the weights
+        that are released (an encoder's vectors change with its adapters)."""
+        net = self.net
+        if net is None or net.novelty is None:
+            return None
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is None or not datamodule.train_items:
+            raise RuntimeError(
+                "the novelty fallback is fitted on the training traces: no datamodule has them"
+            )
+        was_training = net.training
+        net.eval()
+        try:
+            train = self._trace_vectors(datamodule.train_items, batch_size)
+            val = datamodule.val_items
+            calibration = self._trace_vectors(val, batch_size) if val else train
+        finally:
+            net.train(was_training)
+        info = net.novelty.fit(train, calibration, self.scorer_config.novelty_quantile)
+        info["quantile"] = self.scorer_config.novelty_quantile
+        info["calibrated_on"] = "validation traces" if val else "training traces (no validation split)"
+        return info
+
+    def _trace_vectors(self, items: list[LabelledTrace], batch_size: int) -> torch.Tensor:
+        out = []
+        for start in range(0, len(items), batch_size):
+            chunk = items[start : start + batch_size]
+            feats = [self._features.get(it.id) or self.selector.featurize(it.view) for it in chunk]
+            inputs = {k: v.to(self.device) for k, v in self.selector.collate(feats).items()}
+            out.append(self.net.trace_vectors(inputs).float().cpu())
+        return torch.cat(out)
+
     # ------------------------------------------------------------------ optimisation & checkpoints
     def configure_optimizers(self):
         params = [p for p in self.net.parameters() if p.requires_grad]
         return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
 
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        """With a novelty fallback, each head's gradients are clipped on their own: a shared norm would
+        let the fallback's gradients shrink the main head's steps (its training then differs from the
+        same selector's without a fallback)."""
+        fallback = self.net.fallback if self.net is not None else None
+        if fallback is None or not gradient_clip_val:
+            return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        own = {id(p) for p in fallback.parameters()}
+        trainable = [p for p in self.net.parameters() if p.requires_grad]
+        for group in ([p for p in trainable if id(p) not in own], [p for p in trainable if id(p) in own]):
+            if gradient_clip_algorithm == "value":
+                torch.nn.utils.clip_grad_value_(group, gradient_clip_val)
+            else:
+                torch.nn.utils.clip_grad_norm_(group, gradient_clip_val)
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Save the random states (dropout draws from them) and leave the frozen pretrained encoder out
         of resume checkpoints (it is reloaded from its path)."""
-        checkpoint["rng_states"] = _rng_states()
+        checkpoint["rng_states"] = rng_states()
         if self.scorer_config.backbone != "encoder" or self.net is None:
             return
         frozen = {f"net.{k}" for k, p in self.net.named_parameters() if not p.requires_grad}
@@ -369,7 +450,7 @@ class SelectorModule(L.LightningModule):
         check, which draws nothing): its weights end bit-identical to an uninterrupted run's on CPU."""
         states = getattr(self, "_resume_rng", None)
         if states is not None:
-            _set_rng_states(states)
+            set_rng_states(states)
             self._resume_rng = None
 
     def card_info(self) -> dict:
@@ -389,36 +470,6 @@ class SelectorModule(L.LightningModule):
         return {
             k: v for k, v in info.items() if v is not None and k not in ("hidden_size", "small_vocab_size")
         }
-
-
-def _rng_states() -> dict:
-    """torch (CPU and CUDA), numpy and Python random states as plain types (``weights_only`` loads them)."""
-    import random
-
-    import numpy as np
-
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    version, state, py_gauss = random.getstate()
-    return {
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
-        "python": [version, list(state), py_gauss],
-    }
-
-
-def _set_rng_states(states: dict) -> None:
-    import random
-
-    import numpy as np
-
-    torch.set_rng_state(states["torch"])
-    if states.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-    kind, keys, pos, has_gauss, gauss = states["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    version, state, py_gauss = states["python"]
-    random.setstate((version, tuple(state), py_gauss))
 
 
 def _budget_key(b: float) -> str:

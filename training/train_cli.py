@@ -65,6 +65,8 @@ class ReleaseCheckpoint(Callback):
         self.weights = weights
         self.history: dict[int, dict[str, float]] = {}
         """Validation metrics per epoch (kept in resume checkpoints), for the card of the released epoch."""
+        self.best_fallback: dict = {}
+        """A novelty fallback head's best epoch by its own validation metric: epoch, metric, score, weights."""
 
     def release_dir(self, trainer: Trainer) -> Path:
         return Path(self.dirpath) if self.dirpath else Path(trainer.default_root_dir) / "selector"
@@ -74,12 +76,37 @@ class ReleaseCheckpoint(Callback):
             return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         self.history[int(trainer.current_epoch)] = metrics
+        fallback = getattr(pl_module, "net", None) and pl_module.net.fallback
+        if fallback is not None:
+            self._track_fallback(trainer, fallback, metrics)
+
+    def _track_fallback(self, trainer: Trainer, fallback, metrics: dict[str, float]) -> None:
+        """Keep the fallback head's weights of its best epoch by the monitor's fallback twin
+        (val/gain@0.25 -> val/fallback/gain@0.25), else by its validation loss: it is a model of its
+        own, and its best epoch is rarely the main head's."""
+        callback = trainer.checkpoint_callback
+        monitor = str(getattr(callback, "monitor", None) or "")
+        twin = monitor.replace("val/", "val/fallback/", 1)
+        name, mode = (
+            (twin, getattr(callback, "mode", "max")) if twin in metrics else ("val/fallback/loss", "min")
+        )
+        if name not in metrics:
+            return
+        score, best = metrics[name], self.best_fallback.get("score")
+        if best is None or (score > best if mode == "max" else score < best):
+            self.best_fallback = {
+                "epoch": int(trainer.current_epoch),
+                "metric": name,
+                "score": score,
+                "state": {k: v.detach().clone().cpu() for k, v in fallback.state_dict().items()},
+            }
 
     def state_dict(self) -> dict:
-        return {"history": {str(k): v for k, v in self.history.items()}}
+        return {"history": {str(k): v for k, v in self.history.items()}, "best_fallback": self.best_fallback}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.history = {int(k): dict(v) for k, v in state_dict.get("history", {}).items()}
+        self.best_fallback = dict(state_dict.get("best_fallback") or {})
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not (
@@ -94,6 +121,7 @@ class ReleaseCheckpoint(Callback):
         best = self._best_checkpoint(trainer)
         if best is None:
             card["released_weights"] = f"last epoch ({trainer.current_epoch})"
+            _fit_novelty(pl_module, card, self.best_fallback if self.weights == "best" else None)
             path = pl_module.selector.save_pretrained(self.release_dir(trainer), card=card)
         else:
             state, epoch, step, monitor, score = best
@@ -104,6 +132,7 @@ class ReleaseCheckpoint(Callback):
                     card["metrics"] = {k.removeprefix("val/"): v for k, v in self.history[epoch].items()}
                 card["released_weights"] = f"best epoch {epoch} by {monitor} = {score:.4f}"
                 card["steps"] = step
+                _fit_novelty(pl_module, card, self.best_fallback if self.weights == "best" else None)
                 path = pl_module.selector.save_pretrained(self.release_dir(trainer), card=card)
             finally:
                 pl_module.load_state_dict(current)
@@ -129,6 +158,23 @@ class ReleaseCheckpoint(Callback):
         score = float(callback.best_model_score)
         epoch, step = int(checkpoint["epoch"]), int(checkpoint["global_step"])
         return checkpoint["state_dict"], epoch, step, str(callback.monitor), score
+
+
+def _fit_novelty(pl_module: SelectorModule, card: dict, best_fallback: dict | None = None) -> None:
+    """Fit the released weights' novelty fallback (if the selector has one) and say so in the card;
+    its head takes the weights of its own best epoch when one was tracked."""
+    if pl_module.net is not None and pl_module.net.fallback is not None and best_fallback:
+        pl_module.net.fallback.load_state_dict(best_fallback["state"])
+        card["released_fallback_weights"] = (
+            f"best epoch {best_fallback['epoch']} by {best_fallback['metric']} = {best_fallback['score']:.4f}"
+        )
+    info = pl_module.fit_novelty()
+    if info is not None:
+        card["novelty_fallback"] = info
+        print(
+            f"novelty fallback: threshold {info['threshold']:.3g} ({info['quantile']:g} quantile of "
+            f"{info['traces_calibrated']} {info['calibrated_on']}; {info['components']} components)"
+        )
 
 
 class RunCheckpoint(ModelCheckpoint):

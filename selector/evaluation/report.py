@@ -67,6 +67,7 @@ def condition_metrics(
         "output_tokens": statistics.fmean(output_tokens(r) for r in results),
         "latency": {s: statistics.fmean(r.stages[s].seconds if s in r.stages else 0.0 for r in results) for s in STAGES},
         "end_to_end": statistics.fmean(r.latency_s for r in results),
+        "fallback_rate": sum(r.selector_fallback for r in results) / n if relay else None,
     }  # fmt: skip
     return row
 
@@ -168,6 +169,14 @@ def write_outputs(result: dict, records: Sequence[dict], out: Path, plot: bool =
             + paired_markdown(result["paired"])
             + "\n"
         )
+    fallbacks = [r for r in result["rows"] if r.get("fallback_rate")]
+    if fallbacks:
+        paired = (
+            "\nHandled by the selector's novelty fallback (traces unlike its training data: nothing sent, or "
+            "scalar features only): "
+            + "; ".join(f"{r['title']} {r['fallback_rate']:.1%} of problems" for r in fallbacks)
+            + ".\n"
+        ) + paired
     write_text_atomic(paths["markdown"], intro + markdown_table(result) + "\n" + paired)
     write_text_atomic(paths["csv"], _csv_text(result["rows"]))
     write_text_atomic(paths["records"], "".join(json.dumps(r, default=str) + "\n" for r in records))

@@ -15,6 +15,10 @@ Release format (``save_pretrained`` / ``from_pretrained``): a folder with ``conf
 ``model.safetensors`` (the head; never a pickle), for ``encoder`` the peft adapter files
 (``adapter_config.json`` + ``adapter_model.safetensors``; the base encoder is referenced by path,
 hub id, or ``pkg://PACKAGE/SUBFOLDER`` for one shipped inside a Python package, in config.json), and a generated ``README.md`` model card.
+
+A selector may carry a novelty fallback (``ScorerConfig.novelty_fallback``, ``TraceNovelty``): statistics
+of its training traces' unit vectors, fitted when training ends, that tell a trace unlike them; such a
+trace sends nothing or is scored by a second head on the scalar features alone.
 """
 
 from .checkpoint import SelectorCheckpoint, model_card
@@ -27,6 +31,7 @@ from .config import (
 )
 from .model import TokenSelector
 from .network import UnitScorerNet
+from .novelty import TraceNovelty
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -35,6 +40,7 @@ __all__ = [
     "ScorerConfig",
     "SelectorCheckpoint",
     "TokenSelector",
+    "TraceNovelty",
     "UnitScorerNet",
     "model_card",
     "resolve_encoder",

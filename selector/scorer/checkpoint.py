@@ -141,6 +141,10 @@ class SelectorCheckpoint(
         except (SafetensorError, OSError) as err:
             raise CheckpointError(f"{folder / WEIGHTS_FILE}: unreadable safetensors file ({err})") from err
         expected = {k: v for k, v in selector.net.state_dict().items() if not k.startswith("encoder.")}
+        if (
+            not config.unit_vectors
+        ):  # scalar-only checkpoints saved before the fallback kept these layers, unused
+            head = {k: v for k, v in head.items() if k.split(".")[0] not in _VECTOR_LAYERS}
         _check_tensors(head, expected, folder / WEIGHTS_FILE)
         missing, unexpected = selector.net.load_state_dict(head, strict=False)
         if unexpected or any(not k.startswith("encoder.") for k in missing):  # cannot happen after the check
@@ -195,6 +199,10 @@ def _resolve_checkpoint(name_or_path: str | os.PathLike, **hub_kwargs) -> Path:
         ) from err
 
 
+_VECTOR_LAYERS = ("unit_norm", "unit_proj", "magnitude_proj")
+"""The layers that read unit vectors, which a scalar-only net (``unit_vectors: false``) lacks."""
+
+
 def _check_tensors(state: dict, expected: dict, path: Path) -> None:
     """Strict loading with errors that name the tensor."""
     missing = sorted(set(expected) - set(state))
@@ -218,6 +226,16 @@ def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.4g}" if math.isfinite(value) else str(value)
     return str(value)
+
+
+def _novelty_line(info: dict | None) -> str:
+    if not info:
+        return "not fitted: nothing falls back"
+    return (
+        f"fitted on {info.get('traces_fitted', '?')} training traces, {info.get('components', '?')} "
+        f"components; threshold {_fmt(info.get('threshold'))} on {info.get('traces_calibrated', '?')} "
+        f"{info.get('calibrated_on', 'traces')}"
+    )
 
 
 def model_card(config: ScorerConfig, card: dict) -> str:
@@ -261,8 +279,27 @@ def model_card(config: ScorerConfig, card: dict) -> str:
             if config.min_score is not None
             else []
         ),
+        *(
+            [
+                f"| novelty fallback | traces whose unit vectors lie beyond the {config.novelty_quantile:g} quantile "
+                "of the validation traces' distance to the training traces "
+                + (
+                    "send nothing"
+                    if config.novelty_fallback == "nothing"
+                    else "are scored from the scalar features alone"
+                )
+                + f" ({_novelty_line(card.get('novelty_fallback'))}) |"
+            ]
+            if config.novelty_fallback
+            else []
+        ),
         f"| steps | {card.get('steps', '?')} |",
         *([f"| released weights | {card['released_weights']} |"] if card.get("released_weights") else []),
+        *(
+            [f"| fallback head's weights | {card['released_fallback_weights']} |"]
+            if card.get("released_fallback_weights")
+            else []
+        ),
         "",
     ]
     metrics = card.get("metrics") or {}

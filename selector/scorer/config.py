@@ -15,6 +15,7 @@ ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
 CARD_FILE = "README.md"
 BACKBONES = ("hidden", "encoder")
 HEADS = ("transformer", "mlp")
+NOVELTY_FALLBACKS = (None, "nothing", "scalars")
 
 
 class CheckpointError(ValueError):
@@ -107,6 +108,18 @@ class ScorerConfig:
     pointwise loss predicts each unit's gain in nats, so 0.0 keeps only units predicted to help and a
     trace it judges harmful (a wrong conclusion) transfers nothing. None: no floor (the ranking losses'
     scores have no absolute scale)."""
+    novelty_fallback: str | None = None
+    """What to do with a trace whose unit vectors lie far from the training traces'
+    (``selector.scorer.novelty``, fitted when training ends): unit vectors win on the tasks a selector
+    was trained on and mislead it on a task it never saw. ``nothing``: send nothing from it (needs
+    min_score: the relay answers as without reasoning, or as its gate decides); ``scalars``: score it
+    with a second head trained on the scalar features alone (position, length, self-information);
+    None: trust the unit vectors everywhere. Needs unit_vectors."""
+    novelty_components: int = 16
+    """novelty_fallback: principal directions of the training traces' vectors the distance uses."""
+    novelty_quantile: float = 0.99
+    """novelty_fallback: the threshold is this quantile of the validation traces' novelty, so about
+    1 - quantile of traces like the training ones fall back (0.99: about 1 in 100)."""
 
     def __post_init__(self) -> None:
         if self.backbone not in BACKBONES:
@@ -138,6 +151,22 @@ class ScorerConfig:
             raise ValueError("max_length must leave room for reasoning after max_question_tokens")
         if self.min_score is not None and not math.isfinite(self.min_score):
             raise ValueError(f"min_score must be a finite number or null, got {self.min_score}")
+        if self.novelty_fallback not in NOVELTY_FALLBACKS:
+            raise ValueError(
+                f"unknown novelty_fallback {self.novelty_fallback!r}; expected one of {NOVELTY_FALLBACKS}"
+            )
+        if self.novelty_fallback and not self.unit_vectors:
+            raise ValueError(
+                "novelty_fallback needs unit_vectors: without them every trace is scored from scalars"
+            )
+        if self.novelty_fallback == "nothing" and self.min_score is None:
+            raise ValueError(
+                "novelty_fallback 'nothing' needs min_score: without a floor a budget is always filled"
+            )
+        if self.novelty_components < 1:
+            raise ValueError(f"novelty_components must be >= 1, got {self.novelty_components}")
+        if not 0 < self.novelty_quantile <= 1:
+            raise ValueError(f"novelty_quantile must be in (0, 1], got {self.novelty_quantile}")
         self.lora_targets = list(self.lora_targets)
 
     @classmethod

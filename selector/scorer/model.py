@@ -39,6 +39,8 @@ class TokenSelector(SelectorCheckpoint):
                 self._load_encoder_tokenizer()
         self.net = net if net is not None else UnitScorerNet(config)
         self.name = f"selector:{config.backbone}"
+        self.last_fell_back = False
+        """Whether the last ``__call__`` scored its view with the novelty fallback's scalar head."""
 
     @property
     def min_score(self) -> float | None:
@@ -217,9 +219,13 @@ class TokenSelector(SelectorCheckpoint):
         self.net.eval()
         return self
 
-    def score_views(self, views: Sequence[ReasoningView], batch_size: int = 16) -> list[list[float]]:
-        """One score list per view (batched); views without units get []."""
+    def score_views(
+        self, views: Sequence[ReasoningView], batch_size: int = 16, fallback: list[bool] | None = None
+    ) -> list[list[float]]:
+        """One score list per view (batched); views without units get []. A ``fallback`` list is
+        filled with whether each view was scored by the novelty fallback (ScorerConfig.novelty_fallback)."""
         out: list[list[float]] = [[] for _ in views]
+        fell_back = [False] * len(views)
         todo = [k for k, v in enumerate(views) if v.units]
         was_training = self.net.training
         if was_training:  # walking every module to flip the flag costs ~0.5 ms: only when needed
@@ -232,15 +238,22 @@ class TokenSelector(SelectorCheckpoint):
                     items = [self.featurize(views[k]) for k in chunk]
                     batch = {k: v.to(self.device) for k, v in self.collate(items).items()}
                     scores = self.net(batch).float().cpu()
+                    novel = self.net.last_fallback
                     for row, (k, it) in enumerate(zip(chunk, items)):
                         out[k] = scores[row, : it["n_units"]].tolist()
+                        fell_back[k] = bool(novel[row]) if novel is not None else False
         finally:
             if was_training:
                 self.net.train()
+        if fallback is not None:
+            fallback[:] = fell_back
         return out
 
     def __call__(self, view: ReasoningView) -> list[float]:
-        return self.score_views([view])[0]
+        flags: list[bool] = []
+        scores = self.score_views([view], fallback=flags)[0]
+        self.last_fell_back = flags[0]
+        return scores
 
     # ------------------------------------------------------------------ compatibility
     def check_compatible(self, small_agent=None) -> None:

@@ -221,3 +221,26 @@ def test_novelty_holdout_script_flags_the_left_out_task_that_differs(
         "| other | 30 | 100% |" in (out / "holdout.md").read_text()
         and "left-out task" in capsys.readouterr().out
     )
+
+
+def test_a_selfinfo_fallback_keeps_what_the_selfinfo_selector_keeps(small_tok, tiny_lm_dir):
+    """Every trace novel (threshold below any novelty): the transfer is the selfinfo selector's under the
+    same budget, the score floor not applied (self-information is not a predicted gain)."""
+    from selector.baselines import SelfInfoScorer
+
+    config = ScorerConfig(
+        hidden_layer=-1, hidden_size=32, d_model=16, min_score=1e6, novelty_fallback="selfinfo"
+    )  # a floor above every score: without the fallback nothing would be sent
+    selector = TokenSelector(config).eval()
+    records = synthetic_records(small_tok, 4, hidden=32, model=str(tiny_lm_dir), seed=3)
+    views = [view_from_trace(r, tokenizer=small_tok) for r in records]
+    budget = Budget.ratio(0.5)
+    for view in views:  # not fitted yet: the main head's scores, all below the floor
+        assert not any(select_transfer(selector, view, [1] * len(view.units), budget).mask)
+    selector.net.novelty.threshold.fill_(-1.0)
+    for view in views:
+        counts = [1] * len(view.units)
+        transfer = select_transfer(selector, view, counts, budget)
+        assert transfer.fallback and selector.min_score is None
+        assert transfer.mask == select_transfer(SelfInfoScorer(), view, counts, budget).mask
+        assert any(transfer.mask)

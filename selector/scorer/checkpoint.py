@@ -228,6 +228,13 @@ def _fmt(value) -> str:
     return str(value)
 
 
+_FALLBACK_WORDS = {
+    "nothing": "send nothing",
+    "selfinfo": "keep their most surprising units (the selfinfo selector)",
+    "scalars": "are scored from the scalar features alone",
+}
+
+
 def _novelty_line(info: dict | None) -> str:
     if not info:
         return "not fitted: nothing falls back"
@@ -283,11 +290,7 @@ def model_card(config: ScorerConfig, card: dict) -> str:
             [
                 f"| novelty fallback | traces whose unit vectors lie beyond the {config.novelty_quantile:g} quantile "
                 "of the validation traces' distance to the training traces "
-                + (
-                    "send nothing"
-                    if config.novelty_fallback == "nothing"
-                    else "are scored from the scalar features alone"
-                )
+                + _FALLBACK_WORDS.get(config.novelty_fallback, "")
                 + f" ({_novelty_line(card.get('novelty_fallback'))}) |"
             ]
             if config.novelty_fallback

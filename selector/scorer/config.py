@@ -15,7 +15,7 @@ ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
 CARD_FILE = "README.md"
 BACKBONES = ("hidden", "encoder")
 HEADS = ("transformer", "mlp")
-NOVELTY_FALLBACKS = (None, "nothing", "scalars")
+NOVELTY_FALLBACKS = (None, "nothing", "selfinfo", "scalars")
 
 
 class CheckpointError(ValueError):
@@ -112,9 +112,10 @@ class ScorerConfig:
     """What to do with a trace whose unit vectors lie far from the training traces'
     (``selector.scorer.novelty``, fitted when training ends): unit vectors win on the tasks a selector
     was trained on and mislead it on a task it never saw. ``nothing``: send nothing from it (needs
-    min_score: the relay answers as without reasoning, or as its gate decides); ``scalars``: score it
-    with a second head trained on the scalar features alone (position, length, self-information);
-    None: trust the unit vectors everywhere. Needs unit_vectors."""
+    min_score: the relay answers as without reasoning, or as its gate decides); ``selfinfo``: keep its
+    most surprising units under the budget, as the ``selfinfo`` selector does (no floor: those scores
+    are not gains); ``scalars``: score it with a second head trained on the scalar features alone
+    (position, length, self-information); None: trust the unit vectors everywhere. Needs unit_vectors."""
     novelty_components: int = 16
     """novelty_fallback: principal directions of the training traces' vectors the distance uses."""
     novelty_quantile: float = 0.99

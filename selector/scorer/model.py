@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..baselines import SelfInfoScorer
 from ..features import SCALAR_FEATURES, token_units, unit_hidden, unit_scalars
 from ..reasoning import ReasoningView
 from ..units import assign_spans_to_units
@@ -44,7 +45,10 @@ class TokenSelector(SelectorCheckpoint):
 
     @property
     def min_score(self) -> float | None:
-        """The score floor ``selector.selection.select_units`` applies (``ScorerConfig.min_score``)."""
+        """The score floor ``selector.selection.select_units`` applies (``ScorerConfig.min_score``); none
+        after a view the ``selfinfo`` fallback scored (self-information is not a predicted gain)."""
+        if self.last_fell_back and self.config.novelty_fallback == "selfinfo":
+            return None
         return self.config.min_score
 
     # ------------------------------------------------------------------ encoder
@@ -242,6 +246,8 @@ class TokenSelector(SelectorCheckpoint):
                     for row, (k, it) in enumerate(zip(chunk, items)):
                         out[k] = scores[row, : it["n_units"]].tolist()
                         fell_back[k] = bool(novel[row]) if novel is not None else False
+                        if fell_back[k] and self.config.novelty_fallback == "selfinfo":
+                            out[k] = SelfInfoScorer()(views[k])
         finally:
             if was_training:
                 self.net.train()

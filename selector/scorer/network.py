@@ -102,7 +102,8 @@ class UnitScorerNet(nn.Module):
 
         With a fitted novelty fallback, in eval mode, traces far from the training data are scored by
         the scalar-only head instead, or below the score floor everywhere (``nothing``: none of their
-        units is sent); ``last_fallback`` says which traces. In training a ``scalars`` head learns from
+        units is sent); ``last_fallback`` says which traces (``selfinfo``: the net leaves their scores
+        as they are and ``TokenSelector`` replaces them). In training a ``scalars`` head learns from
         every trace beside the main one (``training.module`` adds its loss)."""
         if not self.config.unit_vectors:  # the scalar features alone (the feature ablation, the fallback)
             return self._head(self.scalar_proj(batch["scalars"]), batch["unit_mask"])
@@ -115,9 +116,12 @@ class UnitScorerNet(nn.Module):
             if bool(novel.any()):
                 if self.fallback is not None:
                     instead = self.fallback(batch).to(scores.dtype)
-                else:  # "nothing": every unit below the floor, which no budget overrides
+                    scores = torch.where(novel[:, None], instead, scores)
+                elif (
+                    self.config.novelty_fallback == "nothing"
+                ):  # every unit below the floor, whatever the budget
                     instead = torch.full_like(scores, self.config.min_score - 1.0)
-                scores = torch.where(novel[:, None], instead, scores)
+                    scores = torch.where(novel[:, None], instead, scores)
         return scores
 
     def trace_vectors(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -352,6 +352,8 @@ main options (any key of the YAML can be given as --section.option):
   --model.scorer.backbone B    hidden (small-model hidden states) or encoder (LoRA-tuned text encoder)
   --model.scorer.head H        mlp or transformer; --model.scorer.d_model N sets its width
   --model.loss L               listwise, pairwise, bce_top_q or pointwise (with model.scorer.min_score 0)
+  --model.scorer.novelty_fallback F
+                               nothing, selfinfo or scalars: what a trace unlike the training ones gets
   --model.lr LR                AdamW learning rate
   --trainer.default_root_dir D the run folder: config.yaml, checkpoints/, selector/ (release), logs
   --trainer.max_epochs N       epochs to train

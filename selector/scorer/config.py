@@ -112,7 +112,8 @@ class ScorerConfig:
     """What to do with a trace whose unit vectors lie far from the training traces'
     (``selector.scorer.novelty``, fitted when training ends): unit vectors win on the tasks a selector
     was trained on and mislead it on a task it never saw. ``nothing``: send nothing from it (needs
-    min_score: the relay answers as without reasoning, or as its gate decides); ``selfinfo``: keep its
+    min_score: the relay answers as without reasoning, or as its gate decides; units the relay is told
+    to force, force_numbers / force_last, are still sent, as under any floor); ``selfinfo``: keep its
     most surprising units under the budget, as the ``selfinfo`` selector does (no floor: those scores
     are not gains); ``scalars``: score it with a second head trained on the scalar features alone
     (position, length, self-information); None: trust the unit vectors everywhere. Needs unit_vectors."""

@@ -117,9 +117,8 @@ class UnitScorerNet(nn.Module):
                 if self.fallback is not None:
                     instead = self.fallback(batch).to(scores.dtype)
                     scores = torch.where(novel[:, None], instead, scores)
-                elif (
-                    self.config.novelty_fallback == "nothing"
-                ):  # every unit below the floor, whatever the budget
+                elif self.config.novelty_fallback == "nothing":
+                    # every unit below the floor, whatever the budget
                     instead = torch.full_like(scores, self.config.min_score - 1.0)
                     scores = torch.where(novel[:, None], instead, scores)
         return scores

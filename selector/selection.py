@@ -202,7 +202,7 @@ class Transfer:
     """Large-model tokens of all units."""
     fallback: bool = False
     """The selector's novelty fallback handled this reasoning (``ScorerConfig.novelty_fallback``): the
-    trace looked unlike its training data, so it sent nothing or trusted only the scalar features."""
+    trace looked unlike its training data, so its unit vectors were not trusted."""
 
     @property
     def kept_units(self) -> int:

@@ -302,14 +302,15 @@ class SelectorModule(L.LightningModule):
             for row, meta in enumerate(batch["meta"]):
                 scores_row = fallback[row, : len(meta["labels"])].float().tolist()
                 for b in self.budgets:
-                    keep = select_units(
-                        scores_row,
-                        meta["token_counts"],
-                        Budget.ratio(b),
-                        min_score=self.scorer_config.min_score,
-                    )
-                    gain = sum(y for y, k in zip(meta["labels"], keep) if k)
+                    gain = self._selection_gain(scores_row, meta, b)
                     self.val_means[f"fallback_gain_{_budget_key(b)}"].update(torch.tensor(gain))
+
+    def _selection_gain(self, scores: list[float], meta: dict, budget: float) -> float:
+        """Σ labels of the units ``scores`` select at ``budget`` (the floor applied): the linear surrogate."""
+        keep = select_units(
+            scores, meta["token_counts"], Budget.ratio(budget), min_score=self.scorer_config.min_score
+        )
+        return sum(y for y, k in zip(meta["labels"], keep) if k)
 
     def _update_gain(self, scores: list[float], meta: dict) -> None:
         labels, counts = meta["labels"], meta["token_counts"]
@@ -319,9 +320,8 @@ class SelectorModule(L.LightningModule):
             full = sum(labels)
         for b in self.budgets:
             key = _budget_key(b)
-            keep = select_units(scores, counts, Budget.ratio(b), min_score=self.scorer_config.min_score)
             oracle = select_units(labels, counts, Budget.ratio(b))
-            gain = sum(y for y, k in zip(labels, keep) if k)
+            gain = self._selection_gain(scores, meta, b)
             self.val_means[f"gain_{key}"].update(torch.tensor(gain))
             self.gain_sums[f"sel_{key}"].update(torch.tensor(gain))
             self.gain_sums[f"oracle_{key}"].update(torch.tensor(sum(y for y, k in zip(labels, oracle) if k)))

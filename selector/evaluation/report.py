@@ -172,8 +172,8 @@ def write_outputs(result: dict, records: Sequence[dict], out: Path, plot: bool =
     fallbacks = [r for r in result["rows"] if r.get("fallback_rate")]
     if fallbacks:
         paired = (
-            "\nHandled by the selector's novelty fallback (traces unlike its training data: nothing sent, or "
-            "scalar features only): "
+            "\nHandled by the selector's novelty fallback (traces unlike its training data; what it does "
+            "is ScorerConfig.novelty_fallback): "
             + "; ".join(f"{r['title']} {r['fallback_rate']:.1%} of problems" for r in fallbacks)
             + ".\n"
         ) + paired

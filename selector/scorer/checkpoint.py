@@ -141,9 +141,8 @@ class SelectorCheckpoint(
         except (SafetensorError, OSError) as err:
             raise CheckpointError(f"{folder / WEIGHTS_FILE}: unreadable safetensors file ({err})") from err
         expected = {k: v for k, v in selector.net.state_dict().items() if not k.startswith("encoder.")}
-        if (
-            not config.unit_vectors
-        ):  # scalar-only checkpoints saved before the fallback kept these layers, unused
+        if not config.unit_vectors:
+            # scalar-only checkpoints saved before the novelty fallback kept these layers, unused
             head = {k: v for k, v in head.items() if k.split(".")[0] not in _VECTOR_LAYERS}
         _check_tensors(head, expected, folder / WEIGHTS_FILE)
         missing, unexpected = selector.net.load_state_dict(head, strict=False)

@@ -41,7 +41,7 @@ class TokenSelector(SelectorCheckpoint):
         self.net = net if net is not None else UnitScorerNet(config)
         self.name = f"selector:{config.backbone}"
         self.last_fell_back = False
-        """Whether the last ``__call__`` scored its view with the novelty fallback's scalar head."""
+        """Whether the novelty fallback handled the last ``__call__``'s view (``ScorerConfig.novelty_fallback``)."""
 
     @property
     def min_score(self) -> float | None:

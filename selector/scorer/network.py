@@ -35,8 +35,8 @@ class UnitScorerNet(nn.Module):
                 in_dim = config.encoder_hidden_size
             self.unit_norm = nn.LayerNorm(in_dim)
             self.unit_proj = nn.Linear(in_dim, d)
-        self.scalar_proj = nn.Linear(len(SCALAR_FEATURES), d)
-        if config.unit_vectors:
+        self.scalar_proj = nn.Linear(len(SCALAR_FEATURES), d)  # between the two: the layers' initial
+        if config.unit_vectors:  # draws stay in the order released checkpoints were trained with
             self.magnitude_proj = nn.Linear(1, d)  # LayerNorm drops the unit vector's length: give it back
         if config.head == "transformer":
             layer = nn.TransformerEncoderLayer(
@@ -71,7 +71,7 @@ class UnitScorerNet(nn.Module):
         if config.novelty_fallback:
             self.novelty = TraceNovelty(in_dim, config.novelty_components)
         self.last_fallback: torch.Tensor | None = None
-        """(B,) which traces of the last inference batch the fallback head scored (None: no fallback)."""
+        """(B,) which traces of the last inference batch the novelty fallback handled (None: no fallback)."""
 
     def merge_adapters(self, merged: bool = True) -> None:
         """Fold the encoder's LoRA adapters into its weights for inference (about 25% faster on

@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from selector.agent_types import DTYPES
 from selector.agents import Agent
 from selector.cmdline import parse_config, run_command
 from selector.data import load_examples
@@ -54,6 +55,7 @@ from selector.progress import progress_bar
 from selector.relay import Relay, RelayConfig, RelayResult, StageStats
 
 PROG = "python -m scripts.bench_latency"
+CALIBRATION_TARGETS = ("always", "large_reasoning")
 LEVER_PARTS = ("concurrent", "calibrated", *(f"stop={s}" for s in STOP_SIGNALS if s != "none"))
 
 
@@ -91,6 +93,15 @@ class BenchLatencyConfig:
     stop=confidence|agreement|selector joined by '+'."""
     large_reason_tokens: int = 384
     """Cap on the large model's own reasoning tokens."""
+    large_reason_dtype: str | None = None
+    """Dtype of the large model's own-reasoning baseline (None: relay.dtype), so the baseline runs at its own
+    fastest dtype: on a CPU with bfloat16 but no float16 units the relay's prefill-bound large stages are
+    fastest in bfloat16, a decode-bound reasoning in float16 (scripts.bench_dtype). Loads the large model
+    a second time; its outputs go to OUT/own_eval (and OUT/dev_own_eval)."""
+    calibrate_to: str = "always"
+    """Calibration target when target_accuracy is not given: 'always' (the dev accuracy of always
+    transferring) or 'large_reasoning' (the large model's own accuracy on the dev questions, which it then
+    reasons on too, at large_reason_dtype): the fastest relay as accurate as the large model's own reasoning."""
 
     def __post_init__(self) -> None:
         if not self.data or not str(self.data).strip():
@@ -122,13 +133,29 @@ class BenchLatencyConfig:
             raise ValueError(f"unknown gate(s) {bad_gates}; expected some of {', '.join(RELAY_GATES)}")
         if self.target_accuracy is not None and not 0 <= self.target_accuracy <= 1:
             raise ValueError(f"target_accuracy must be in [0, 1], got {self.target_accuracy}")
+        if self.calibrate_to not in CALIBRATION_TARGETS:
+            raise ValueError(f"calibrate_to must be one of {CALIBRATION_TARGETS}, got {self.calibrate_to!r}")
+        if self.large_reason_dtype is not None and self.large_reason_dtype not in (*DTYPES, "auto"):
+            raise ValueError(
+                f"large_reason_dtype must be one of {[*DTYPES, 'auto']}, got {self.large_reason_dtype!r}"
+            )
         # Every relay setting is checked now, before any model loads.
         for lever in self.levers:
             self.lever_config(lever, self.relay.tau)
         self.eval_config()
 
+    @property
+    def separate_own(self) -> bool:
+        """The large model's own reasoning runs at another dtype than the relay's large model."""
+        return self.large_reason_dtype is not None and self.large_reason_dtype != self.relay.dtype
+
     def eval_config(self, dev: bool = False) -> EvalConfig:
         fixed = self.relay.selector in ("none", "full")
+        own = [] if self.separate_own else ["large_reasoning"]
+        if dev:
+            conditions = ["large_direct", *(own if self.calibrate_to == "large_reasoning" else []), "relay"]
+        else:
+            conditions = ["large_direct", *own, "small_reasoning", "relay"]
         return EvalConfig(
             data=self.dev_data if dev else self.data,
             limit=self.dev_limit if dev else self.limit,
@@ -137,7 +164,19 @@ class BenchLatencyConfig:
             selectors=[self.relay.selector],
             budgets=[] if fixed else [self.relay.budget_value],
             gates=["always"] if dev else list(self.gates),
-            conditions=["large_direct", "relay"] if dev else ["large_direct", "large_reasoning", "small_reasoning", "relay"],
+            conditions=conditions,
+            large_reason_tokens=self.large_reason_tokens,
+            plot=False,
+        )  # fmt: skip
+
+    def own_eval_config(self, dev: bool = False) -> EvalConfig:
+        """The large model's own reasoning at large_reason_dtype (with separate_own)."""
+        return EvalConfig(
+            data=self.dev_data if dev else self.data,
+            limit=self.dev_limit if dev else self.limit,
+            relay=replace(self.relay, dtype=self.large_reason_dtype, small_dtype=None, budget=None),
+            out=str(Path(self.out) / ("dev_own_eval" if dev else "own_eval")),
+            conditions=["large_reasoning"],
             large_reason_tokens=self.large_reason_tokens,
             plot=False,
         )  # fmt: skip
@@ -218,14 +257,29 @@ def run_bench(
         r["title"]: [(rec["correct"], rec["latency_s"]) for rec in records.get(r["condition"], [])]
         for r in ev["rows"]
     }
+    own_large = None
+    if config.separate_own:  # the baseline at its own dtype: a second copy of the large model
+        own_large = Agent.from_pretrained(
+            config.relay.large, dtype=config.large_reason_dtype, device=config.relay.device
+        )
+        own_ev = run_eval(config.own_eval_config(), agents=(None, own_large), progress=progress)
+        own_row = next(r for r in own_ev["rows"] if r["kind"] == "large_reasoning")
+        title = f"{own_row['title']} ({config.large_reason_dtype})"
+        rows.insert(1, _row(title, "large_reasoning", own_row, seq_threads))
+        own_records = (out / "own_eval" / "records.jsonl").read_text().splitlines()
+        per_question[title] = [(rec["correct"], rec["latency_s"]) for rec in map(json.loads, own_records)]
     # The levers are compared with the live sequential agreement relay (else the engine's row).
     reference = next((r for r in rows if r["kind"] == "relay" and "(agreement)" in r["title"]), None)
     # 2. calibration on the dev split
-    tau, calibration = config.relay.tau, None
+    tau, calibration, target = config.relay.tau, None, None
     if config.dev_data and any("calibrated" in lever for lever in config.levers):
         dev = run_eval(config.eval_config(dev=True), agents=agents, progress=progress)
         target = config.target_accuracy
-        if target is None:
+        if target is None and config.calibrate_to == "large_reasoning":
+            if own_large is not None:
+                dev = run_eval(config.own_eval_config(dev=True), agents=(None, own_large), progress=progress)
+            target = next(r["accuracy"] for r in dev["rows"] if r["kind"] == "large_reasoning")
+        elif target is None:
             target = next(r["accuracy"] for r in dev["rows"] if r["kind"] == "relay")
         calibration = calibrate(
             CalibrateConfig(eval=str(out / "dev_eval"), target_accuracy=target, out=str(out / "calibrated_relay.yaml"))
@@ -281,6 +335,7 @@ def run_bench(
     result = {
         "questions": len(examples), "data": config.data, "dev_data": config.dev_data, "small": config.relay.small,
         "large": config.relay.large, "cores": cores, "tau": tau, "calibration": calibration and calibration["chosen"],
+        "calibration_target_accuracy": target,
         "seconds": time.perf_counter() - started, "best": best, "config": asdict(config), "rows": rows,
     }  # fmt: skip
     _write(result, out)
@@ -339,7 +394,10 @@ def markdown(result: dict) -> str:
 
 def _write(result: dict, out: Path) -> None:
     intro = (f"# Latency benchmark\n\n{result['questions']} questions from `{result['data']}`, batch 1, "
-             f"{result['cores']} torch threads in the process; confidence tau {result['tau']:.4g}.\n\n")  # fmt: skip
+             f"{result['cores']} torch threads in the process; confidence tau {result['tau']:.4g}"
+             + ("" if result.get("calibration_target_accuracy") is None
+                else f" (calibrated on the dev questions for accuracy >= {result['calibration_target_accuracy']:.3f})")
+             + ".\n\n")  # fmt: skip
     write_text_atomic(out / "latency.md", intro + markdown(result) + "\n")
     write_json_atomic(out / "latency.json", result, default=str)
     plot_latency(result, out / "latency.png")

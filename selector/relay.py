@@ -1,10 +1,12 @@
 """The relay: the large model answers briefly, and when necessary from a small model's key reasoning.
 
-Per batch of questions: (1) the large model answers directly (unless the gate is ``always``);
+Per batch of questions: (1) the large model answers directly (unless the gate is ``always`` and the
+selector's novelty fallback is not ``disagreement``, which compares the two models' answers);
 (2) the small model reasons for the questions that need it (see ``selector.gating``); (3) the gate
 decides which questions transfer; (4) a selector scores the reasoning's units and a budget keeps
-the best (``selector.selection``); (5) the large model answers again from the transfer prompt
-(``selector.prompts.transfer_prompt``, the builder the labelers use). At batch 1 that answer
+the best (``selector.selection``) — a trace the selector's ``disagreement`` fallback handled sends only
+forced units when its stated answer is the direct answer; (5) the large model answers again from the
+transfer prompt (``selector.prompts.transfer_prompt``, the builder the labelers use). At batch 1 that answer
 resumes from the direct prompt's KV cache (``reuse_prompt``): only the transfer is prefilled.
 
 Every result carries per-stage wall time and token counts. Stage times of batched generation are
@@ -47,7 +49,7 @@ from .progress import progress_bar
 from .prompts import PromptParts, PromptTemplate, answer_target, reasoning_prompt, transfer_prompt
 from .reasoning import ReasoningView, UnitScorer, view_from_generation
 from .relay_config import STAGES, RelayConfig, RelayResult, StageStats, check_images
-from .selection import Transfer, forced_keeps
+from .selection import Transfer, build_transfer, forced_keeps
 from .units import unit_token_counts
 
 __all__ = [
@@ -122,6 +124,9 @@ class Relay:
         self.granularity = resolve_granularity(self.config.granularity, selector)
         backbone = getattr(selector_config, "backbone", "hidden")
         self.hidden_layer = getattr(selector_config, "hidden_layer", None) if backbone == "hidden" else None
+        self.fallback_needs_direct = getattr(selector_config, "novelty_fallback", None) == "disagreement"
+        """The selector's ``disagreement`` fallback compares the small model's answer with the large model's
+        direct answer, which is then computed whatever the gate."""
         if small is not None and hasattr(selector, "check_compatible"):
             selector.check_compatible(small_agent=small)
 
@@ -250,7 +255,8 @@ class Relay:
         else:  # confidence, sequential: only the questions the gate sends on
             need = None
         direct_out = small_out = None
-        if cfg.concurrent and gate.needs_direct and need:
+        needs_direct = gate.needs_direct or self.fallback_needs_direct
+        if cfg.concurrent and needs_direct and need:
             pool = self._pool()
             fut_direct = pool.submit(self._in_worker, self.large, self.threads[0], run_direct)
             fut_small = pool.submit(
@@ -258,7 +264,7 @@ class Relay:
             )
             direct_out, small_out = fut_direct.result(), fut_small.result()
         else:
-            direct_out = run_direct() if gate.needs_direct else None
+            direct_out = run_direct() if needs_direct else None
             if need is None:
                 need = [i for i in range(n) if gate.transfer(known[i][0], known[i][1], None)]
             small_out = self._reason(batch, need, known) if need else []
@@ -299,6 +305,10 @@ class Relay:
             ):
                 continue
             transfers[i], seconds = self.select(batch[i], gens[i])
+            if self._fallback_agrees(transfers[i], r):
+                started = time.perf_counter()
+                transfers[i] = self._forced_only(batch[i], gens[i])
+                seconds += time.perf_counter() - started
             r.stages["selection"] = StageStats(seconds, transfers[i].total_tokens, transfers[i].kept_tokens)
             r.path = "transfer"
             r.transfer_text = transfers[i].text
@@ -431,10 +441,34 @@ class Relay:
 
     def _select(self, ex: Example, gen: Generation) -> Transfer:
         """Units of the small model's reasoning, scored and cut to the budget."""
+        view, counts, forced = self._units(ex, gen)
+        return select_transfer(self.selector, view, counts, self.budget, forced if any(forced) else None)
+
+    def _units(self, ex: Example, gen: Generation) -> tuple[ReasoningView, list[int], list[bool]]:
+        """The selector's view, each unit's large-model token count, and the units the relay forces."""
         view = self.view(ex, gen)
         counts = unit_token_counts(view.reasoning, view.units, self.large.tokenizer)
         forced = forced_keeps(view.units, numbers=self.config.force_numbers, last=self.config.force_last)
-        return select_transfer(self.selector, view, counts, self.budget, forced if any(forced) else None)
+        return view, counts, forced
+
+    def _fallback_agrees(self, transfer: Transfer, r: RelayResult) -> bool:
+        """The ``disagreement`` fallback handled this trace and the small model's stated answer is the
+        large model's direct answer: the reasoning holds nothing the large model lacks."""
+        return (
+            self.fallback_needs_direct
+            and transfer.fallback
+            and r.small_answer is not None
+            and r.direct_answer is not None
+            and answers_match(r.small_answer, r.direct_answer)
+        )
+
+    def _forced_only(self, ex: Example, gen: Generation) -> Transfer:
+        """What a novel trace sends when both models agree: only the units the relay forces (as under
+        the ``nothing`` fallback)."""
+        view, counts, forced = self._units(ex, gen)
+        transfer = build_transfer(view.reasoning, view.units, forced, counts)
+        transfer.fallback = True
+        return transfer
 
     def _latency(self, r: RelayResult) -> float:
         s = {name: r.stages[name].seconds if name in r.stages else 0.0 for name in STAGES}

@@ -46,6 +46,36 @@ def test_bench_latency_smoke(tiny_lm_dir, tiny_plain_lm_dir, arithmetic_jsonl, t
         assert grown.startswith(text) and len(grown.splitlines()) == 4
 
 
+def test_bench_latency_own_dtype_and_large_reasoning_target(
+    tiny_lm_dir, tiny_plain_lm_dir, arithmetic_jsonl, tmp_path, one_thread
+):
+    """The baseline at its own dtype (a second copy of the large model) and the calibration target read
+    from the large model's own accuracy on the dev questions."""
+    out = tmp_path / "bench"
+    args = ["--relay.small", str(tiny_lm_dir), "--relay.large", str(tiny_plain_lm_dir), "--data", str(arithmetic_jsonl),
+            "--dev_data", str(arithmetic_jsonl), "--out", str(out), "--limit", "2", "--dev_limit", "3",
+            "--relay.reason_tokens", "8", "--relay.answer_tokens", "4", "--large_reason_tokens", "6",
+            "--gates", "[always]", "--levers", "[calibrated]", "--large_reason_dtype", "bfloat16",
+            "--calibrate_to", "large_reasoning"]  # fmt: skip
+    assert main(args) == 0
+    result = json.loads((out / "latency.json").read_text())
+    titles = [r["title"] for r in result["rows"]]
+    assert titles[:3] == ["large direct", "large reasoning (bfloat16)", "small reasoning"]
+    assert "large reasoning" not in titles  # the relay-dtype baseline is not run beside it
+    eval_conditions = {
+        json.loads(x)["condition"] for x in (out / "eval" / "records.jsonl").read_text().splitlines()
+    }
+    assert "large_reasoning" not in eval_conditions
+    own = [json.loads(x) for x in (out / "own_eval" / "records.jsonl").read_text().splitlines()]
+    assert len(own) == 2 and {r["condition"] for r in own} == {"large_reasoning"}
+    dev_own = json.loads((out / "dev_own_eval" / "results.json").read_text())
+    dev_accuracy = next(r["accuracy"] for r in dev_own["rows"] if r["kind"] == "large_reasoning")
+    assert result["calibration_target_accuracy"] == pytest.approx(dev_accuracy)
+    own_row = result["rows"][1]
+    assert own_row["ratio_to_large_reasoning"] == pytest.approx(1.0)
+    assert own_row["accuracy"] == pytest.approx(sum(r["correct"] for r in own) / 2)
+
+
 @pytest.mark.parametrize(
     ("kw", "message"),
     [
@@ -59,6 +89,8 @@ def test_bench_latency_smoke(tiny_lm_dir, tiny_plain_lm_dir, arithmetic_jsonl, t
         ({"gates": ["sometimes"]}, "unknown gate"),
         ({"target_accuracy": 2.0}, "target_accuracy"),
         ({"concurrent": True}, "set per lever"),
+        ({"calibrate_to": "small_reasoning"}, "calibrate_to"),
+        ({"large_reason_dtype": "float8"}, "large_reason_dtype"),
     ],
 )
 def test_bad_settings_fail_before_any_model_loads(kw, message):

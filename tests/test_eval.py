@@ -419,3 +419,52 @@ def test_a_novelty_fallback_is_reported_per_problem_and_per_condition(
     rates = {row["condition"]: row["fallback_rate"] for row in result["rows"]}
     assert rates["relay:wary@0.5:always"] == 1.0 and rates["relay:none:always"] == 0.0
     assert "novelty fallback" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_a_disagreement_fallback_sends_selfinfo_units_only_where_the_models_disagree(
+    agents, tiny_lm_dir, tiny_plain_lm_dir, arithmetic_jsonl, tmp_path
+):
+    """Every trace novel, gate always (which computes no direct answer by itself): the relay computes the
+    large model's direct answer for the check; a trace whose stated answer differs from it sends what the
+    selfinfo selector sends, one whose answer agrees sends nothing and answers as without reasoning."""
+    from selector.answers import answers_match
+
+    small, _ = agents
+    config = ScorerConfig(
+        hidden_layer=-1,
+        hidden_size=32,
+        small_model=str(tiny_lm_dir),
+        d_model=32,
+        granularity="word",
+        small_vocab_size=len(small.tokenizer),
+        min_score=1e6,
+        novelty_fallback="disagreement",
+    )  # fmt: skip  (a floor above every score: without the fallback nothing would be sent)
+    selector = TokenSelector(config)
+    selector.net.novelty.threshold.fill_(-1.0)  # every trace is novel
+    folder = selector.save_pretrained(tmp_path / "asks")
+    kw = {"budgets": [0.5], "gates": ["always"], "conditions": ["large_direct", "relay"],
+          "selectors": ["none", "selfinfo", str(folder)]}  # fmt: skip
+    run_eval(_config(arithmetic_jsonl, tiny_lm_dir, tiny_plain_lm_dir, tmp_path / "out", **kw), agents=agents,
+             progress=False)  # fmt: skip
+    records = [
+        json.loads(x) for x in (tmp_path / "out" / "records.jsonl").read_text().splitlines() if x.strip()
+    ]
+    by = lambda cond: {r["id"]: r for r in records if r["condition"] == cond}  # noqa: E731
+    mine, selfinfo, none = (
+        by("relay:asks@0.5:always"),
+        by("relay:selfinfo@0.5:always"),
+        by("relay:none:always"),
+    )
+    direct = by("large_direct")
+    assert mine and mine.keys() == selfinfo.keys() == none.keys()
+    agreed = 0
+    for key, rec in mine.items():
+        assert rec["selector_fallback"] and rec["direct_answer"] == direct[key]["direct_answer"]
+        if rec["small_answer"] is not None and answers_match(rec["small_answer"], rec["direct_answer"] or ""):
+            agreed += 1
+            assert rec["transfer_tokens"] == 0 and rec["output"] == none[key]["output"]
+        else:
+            assert rec["transfer_text"] == selfinfo[key]["transfer_text"] and rec["transfer_tokens"] > 0
+            assert rec["output"] == selfinfo[key]["output"]
+    assert agreed < len(mine)  # the disagreeing branch ran (the agreeing one: test_relay's planted case)

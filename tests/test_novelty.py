@@ -244,3 +244,65 @@ def test_a_selfinfo_fallback_keeps_what_the_selfinfo_selector_keeps(small_tok, t
         assert transfer.fallback and selector.min_score is None
         assert transfer.mask == select_transfer(SelfInfoScorer(), view, counts, budget).mask
         assert any(transfer.mask)
+
+
+def test_a_disagreement_fallback_sends_only_the_forced_units_when_both_models_agree(
+    tiny_lm_dir, tiny_plain_lm_dir
+):
+    """The relay's check on a planted pair of answers: a novel trace whose stated answer is the large
+    model's direct answer sends only the units the relay forces (here the last one), a disagreeing or
+    unanswered one keeps the fallback's selection; a familiar trace is never touched."""
+    from dataclasses import replace
+
+    from selector.agents import Agent
+    from selector.data import Example
+    from selector.relay import Relay, RelayConfig, RelayResult
+    from selector.selection import Transfer, forced_keeps
+
+    small, large = Agent.from_pretrained(str(tiny_lm_dir)), Agent.from_pretrained(str(tiny_plain_lm_dir))
+    config = ScorerConfig(
+        hidden_layer=-1, hidden_size=32, small_model=str(tiny_lm_dir), d_model=16, granularity="word",
+        small_vocab_size=len(small.tokenizer), min_score=1e6, novelty_fallback="disagreement",
+    )  # fmt: skip
+    relay = Relay(
+        small, large, TokenSelector(config), RelayConfig(gate="always", force_last=True, granularity="word")
+    )
+    assert relay.fallback_needs_direct
+    assert not Relay(small, large, "selfinfo", RelayConfig(gate="always")).fallback_needs_direct
+    ex = Example(id="q", question="What is 2 + 3?", answer="5")
+    gen = small.generate(["What is 2 + 3? Think step by step."], max_new_tokens=12)[0]
+    result = RelayResult(id="q", answer=None, path="direct", output="", small_answer="5", direct_answer=" 5")
+    novel = Transfer(text="kept", mask=[True], kept_tokens=1, total_tokens=1, fallback=True)
+    assert relay._fallback_agrees(novel, result)
+    assert not relay._fallback_agrees(replace(novel, fallback=False), result)
+    assert not relay._fallback_agrees(novel, replace(result, direct_answer="6"))
+    assert not relay._fallback_agrees(novel, replace(result, small_answer=None))
+    sent = relay._forced_only(ex, gen)
+    view = relay.view(ex, gen)
+    assert sent.fallback and sent.mask == forced_keeps(view.units, last=True) and sum(sent.mask) == 1
+    assert sent.text.strip() == view.units[-1].text.strip()
+
+
+def test_set_fallback_changes_the_mode_and_nothing_else(tmp_path, small_tok, tiny_lm_dir):
+    """A fitted selector copied with another fallback mode: every tensor equal, the mode and the card
+    changed, the source untouched; an unfitted selector, an existing folder and a bad mode refused."""
+    from scripts.set_fallback import main as set_fallback
+
+    config = ScorerConfig(
+        hidden_layer=-1, hidden_size=32, d_model=16, min_score=0.0, novelty_fallback="nothing"
+    )
+    selector = TokenSelector(config)
+    source = selector.save_pretrained(tmp_path / "unfitted")
+    assert set_fallback([str(source), "--mode", "selfinfo", "--out", str(tmp_path / "x")]) == 2  # not fitted
+    selector.net.novelty.threshold.fill_(3.0)
+    source = selector.save_pretrained(tmp_path / "fitted")
+    out = tmp_path / "asks"
+    assert set_fallback([str(source), "--mode", "disagreement", "--out", str(out), "--note", "why"]) == 0
+    copy, original = TokenSelector.from_pretrained(out), TokenSelector.from_pretrained(source)
+    assert copy.config.novelty_fallback == "disagreement" and original.config.novelty_fallback == "nothing"
+    a, b = copy.net.state_dict(), original.net.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert copy.card["notes"] == "why" and "derived from" in (out / "README.md").read_text()
+    assert set_fallback([str(source), "--mode", "disagreement", "--out", str(out)]) == 2  # exists
+    with pytest.raises(SystemExit):
+        set_fallback([str(source), "--mode", "scalars", "--out", str(tmp_path / "y")])

@@ -18,8 +18,8 @@ hub id, or ``pkg://PACKAGE/SUBFOLDER`` for one shipped inside a Python package, 
 
 A selector may carry a novelty fallback (``ScorerConfig.novelty_fallback``, ``TraceNovelty``): statistics
 of its training traces' unit vectors, fitted when training ends, that tell a trace unlike them; such a
-trace sends nothing, keeps the selfinfo selector's units, or is scored by a second head on the scalar
-features alone.
+trace sends nothing, keeps the selfinfo selector's units (always, or only when the small model's answer
+differs from the large model's direct answer), or is scored by a second head on the scalar features alone.
 """
 
 from .checkpoint import SelectorCheckpoint, model_card

@@ -230,6 +230,8 @@ def _fmt(value) -> str:
 _FALLBACK_WORDS = {
     "nothing": "send nothing",
     "selfinfo": "keep their most surprising units (the selfinfo selector)",
+    "disagreement": "keep their most surprising units when the small model's answer differs from the large "
+    "model's direct answer, else send nothing",
     "scalars": "are scored from the scalar features alone",
 }
 
@@ -302,6 +304,7 @@ def model_card(config: ScorerConfig, card: dict) -> str:
             if card.get("released_fallback_weights")
             else []
         ),
+        *([f"| derived from | {card['derived_from']} |"] if card.get("derived_from") else []),
         "",
     ]
     metrics = card.get("metrics") or {}

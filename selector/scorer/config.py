@@ -15,7 +15,9 @@ ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
 CARD_FILE = "README.md"
 BACKBONES = ("hidden", "encoder")
 HEADS = ("transformer", "mlp")
-NOVELTY_FALLBACKS = (None, "nothing", "selfinfo", "scalars")
+NOVELTY_FALLBACKS = (None, "nothing", "selfinfo", "disagreement", "scalars")
+SELFINFO_FALLBACKS = ("selfinfo", "disagreement")
+"""Fallbacks that score a novel trace with the selfinfo selector (no floor: self-information is not a gain)."""
 
 
 class CheckpointError(ValueError):
@@ -115,7 +117,10 @@ class ScorerConfig:
     min_score: the relay answers as without reasoning, or as its gate decides; units the relay is told
     to force, force_numbers / force_last, are still sent, as under any floor); ``selfinfo``: keep its
     most surprising units under the budget, as the ``selfinfo`` selector does (no floor: those scores
-    are not gains); ``scalars``: score it with a second head trained on the scalar features alone
+    are not gains); ``disagreement``: those same units only when the small model's stated answer differs
+    from the large model's direct answer, else nothing (the relay decides, computing the direct answer
+    if its gate does not: when both models already agree the reasoning adds nothing the large model
+    lacks); ``scalars``: score it with a second head trained on the scalar features alone
     (position, length, self-information); None: trust the unit vectors everywhere. Needs unit_vectors."""
     novelty_components: int = 16
     """novelty_fallback: principal directions of the training traces' vectors the distance uses."""

@@ -15,7 +15,7 @@ from ..features import SCALAR_FEATURES, token_units, unit_hidden, unit_scalars
 from ..reasoning import ReasoningView
 from ..units import assign_spans_to_units
 from .checkpoint import SelectorCheckpoint
-from .config import IncompatibleSelectorError, ScorerConfig, resolve_encoder
+from .config import SELFINFO_FALLBACKS, IncompatibleSelectorError, ScorerConfig, resolve_encoder
 from .network import UnitScorerNet
 
 __all__ = ["TokenSelector"]
@@ -47,7 +47,7 @@ class TokenSelector(SelectorCheckpoint):
     def min_score(self) -> float | None:
         """The score floor ``selector.selection.select_units`` applies (``ScorerConfig.min_score``); none
         after a view the ``selfinfo`` fallback scored (self-information is not a predicted gain)."""
-        if self.last_fell_back and self.config.novelty_fallback == "selfinfo":
+        if self.last_fell_back and self.config.novelty_fallback in SELFINFO_FALLBACKS:
             return None
         return self.config.min_score
 
@@ -246,7 +246,7 @@ class TokenSelector(SelectorCheckpoint):
                     for row, (k, it) in enumerate(zip(chunk, items)):
                         out[k] = scores[row, : it["n_units"]].tolist()
                         fell_back[k] = bool(novel[row]) if novel is not None else False
-                        if fell_back[k] and self.config.novelty_fallback == "selfinfo":
+                        if fell_back[k] and self.config.novelty_fallback in SELFINFO_FALLBACKS:
                             out[k] = SelfInfoScorer()(views[k])
         finally:
             if was_training:

@@ -102,7 +102,7 @@ class UnitScorerNet(nn.Module):
 
         With a fitted novelty fallback, in eval mode, traces far from the training data are scored by
         the scalar-only head instead, or below the score floor everywhere (``nothing``: none of their
-        units is sent); ``last_fallback`` says which traces (``selfinfo``: the net leaves their scores
+        units is sent); ``last_fallback`` says which traces (``selfinfo``, ``disagreement``: the net leaves their scores
         as they are and ``TokenSelector`` replaces them). In training a ``scalars`` head learns from
         every trace beside the main one (``training.module`` adds its loss)."""
         if not self.config.unit_vectors:  # the scalar features alone (the feature ablation, the fallback)

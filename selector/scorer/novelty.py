@@ -4,7 +4,8 @@ unit vectors.
 A selector's hidden-state (or encoder) features carry its wins on the tasks it was trained on and its
 losses on a task it never saw: it predicts gains for kinds of units it has no labels for. The fix here
 is the classic one for a model outside its data: notice it, and do something safe instead
-(``ScorerConfig.novelty_fallback``: send nothing, the selfinfo selector, or a scalar-feature head). Novelty is measured per trace, on the mean of its layer-normed unit vectors, by a
+(``ScorerConfig.novelty_fallback``: send nothing, the selfinfo selector — always or only where the two
+models' answers differ — or a scalar-feature head). Novelty is measured per trace, on the mean of its layer-normed unit vectors, by a
 probabilistic-PCA style distance to the training traces: the Mahalanobis distance inside the top
 ``components`` principal directions plus the residual outside them, each scaled to about 1 on the
 training traces and averaged. The threshold is a quantile of the validation traces' novelty, so about

@@ -265,7 +265,8 @@ def run_bench(
         own_ev = run_eval(config.own_eval_config(), agents=(None, own_large), progress=progress)
         own_row = next(r for r in own_ev["rows"] if r["kind"] == "large_reasoning")
         title = f"{own_row['title']} ({config.large_reason_dtype})"
-        rows.insert(1, _row(title, "large_reasoning", own_row, seq_threads))
+        # measured in this run whatever seed_cache says (the seed only fills OUT/eval)
+        rows.insert(1, _row(title, "large_reasoning", own_row, {"large": cores, "small": cores}))
         own_records = (out / "own_eval" / "records.jsonl").read_text().splitlines()
         per_question[title] = [(rec["correct"], rec["latency_s"]) for rec in map(json.loads, own_records)]
     # The levers are compared with the live sequential agreement relay (else the engine's row).

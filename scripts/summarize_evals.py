@@ -13,6 +13,9 @@ again on them (a choice made with hindsight, which favours the heuristic). Where
 small model's own answers (the small_reasoning condition), it also splits every ungated relay's gold
 log-prob by whether the small model was right, and says how well the small model's confidence in its
 stated answer (``small_prob``, what the small_confidence gate reads) tells right from wrong (AUROC).
+Each row also says on how many problems *any* condition of the run (large direct, the small model's own
+reasoning, any relay) gave the right answer: where that is near zero, no condition reaches an answer and the
+differences in gold log-prob are about how near a wrong answer the large model lands, not about answers.
 Writes summary.md and summary.json into ``--out``.
 """
 
@@ -65,6 +68,11 @@ def _paired(rows: list[dict], records: dict[str, list[dict]], gain_min_nats: flo
         [r.get("f_all") for r in first],
         gain_min_nats=gain_min_nats,
     )
+
+
+def answered_by_any(records: dict[str, list[dict]]) -> int:
+    """How many problems at least one condition answered right (0: no condition reaches an answer)."""
+    return len({r.get("id") for recs in records.values() for r in recs if r.get("correct")})
 
 
 def auroc(scores: list[float], positive: list[bool]) -> float | None:
@@ -135,7 +143,7 @@ def summarize(runs: dict[str, Path]) -> dict:
         raise SystemExit("no trained selector condition common to every run")
 
     def row_for(task: str, records: dict[str, list[dict]], paired: list[dict], full_helps: int) -> list[dict]:
-        out = []
+        out, answered = [], answered_by_any(records)
         for cand in candidates:
             recs = records[cand["condition"]]
             vs = next(
@@ -152,6 +160,7 @@ def summarize(runs: dict[str, Path]) -> dict:
                     "condition": cand["condition"],
                     "n": len(recs),
                     "full_helps": full_helps,
+                    "answered_by_any": answered,
                     "accuracy": _mean(r.get("correct") for r in recs),
                     "leakage": _mean(r.get("leaked") for r in recs),
                     "gold_logprob": _mean(r.get("gold_logprob") for r in recs),
@@ -223,10 +232,10 @@ def _cmp(stats) -> str:
 
 def markdown(summary: dict) -> str:
     head = (
-        "| task | condition | n | full helps | accuracy | leakage | gold log-prob | best heuristic (lp / gain) "
+        "| task | condition | n | full helps | answered by any | accuracy | leakage | gold log-prob | best heuristic (lp / gain) "
         "| Δ log-prob vs best [95% CI] | W/L/T | Δ gain recovered vs best [95% CI] | W/L/T |\n|"
         + " --- |"
-        * 12
+        * 13
     )
     lines = [head]
     for r in summary["rows"]:
@@ -234,7 +243,8 @@ def markdown(summary: dict) -> str:
         best_text = f"{best[0]} / {best[1]}" if best and best[1] else (best[0] if best else "")
         lp = "" if r["gold_logprob"] is None else f"{r['gold_logprob']:.2f}"
         lines.append(
-            f"| {r['task']} | {r['condition']} | {r['n']} | {r['full_helps']} | {_pct(r['accuracy'])} "
+            f"| {r['task']} | {r['condition']} | {r['n']} | {r['full_helps']} | {r['answered_by_any']} "
+            f"| {_pct(r['accuracy'])} "
             f"| {_pct(r['leakage'])} | {lp} | {best_text} "
             + _cmp(r["vs_best_logprob"])
             + _cmp(r["vs_best_gain"])[1:]

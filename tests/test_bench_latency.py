@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from scripts.bench_latency import BenchLatencyConfig, main
+from scripts.bench_latency import BenchLatencyConfig, main, markdown
 from selector.relay import RelayConfig
 
 
@@ -28,6 +28,9 @@ def test_bench_latency_smoke(tiny_lm_dir, tiny_plain_lm_dir, arithmetic_jsonl, t
     assert levers["concurrent+stop=agreement+calibrated"]["threads"] == {"large": 1, "small": 1}
     assert "vs_sequential" in levers["stop=selector"] and "vs_sequential" not in levers["sequential"]
     assert result["calibration"] is not None and 0 <= result["tau"] <= 1
+    lo, hi = result["calibration_interval"]  # the dev accuracy's 95% interval, around the dev accuracy
+    assert 0 <= lo <= result["calibration"]["accuracy"] <= hi <= 1 and hi - lo > 0.2  # 3 dev questions: wide
+    assert "95% interval" in (out / "latency.md").read_text()
     assert (out / "calibrated_relay.yaml").read_text().startswith("# tokenrelay infer")
     assert sum(r["pareto"] for r in result["rows"]) >= 1
     for r in result["rows"]:
@@ -76,6 +79,55 @@ def test_bench_latency_own_dtype_and_large_reasoning_target(
     assert own_row["accuracy"] == pytest.approx(sum(r["correct"] for r in own) / 2)
 
 
+def test_an_unreachable_calibration_target_is_reported_not_raised(
+    tiny_lm_dir, tiny_plain_lm_dir, arithmetic_jsonl, tmp_path, one_thread
+):
+    """A relay that never reaches the target on dev (tiny models, 100%) is a finding: the benchmark says so,
+    skips the calibrated levers and still measures everything else."""
+    out = tmp_path / "bench"
+    args = ["--relay.small", str(tiny_lm_dir), "--relay.large", str(tiny_plain_lm_dir), "--data", str(arithmetic_jsonl),
+            "--dev_data", str(arithmetic_jsonl), "--out", str(out), "--limit", "2", "--dev_limit", "2",
+            "--relay.reason_tokens", "8", "--relay.answer_tokens", "4", "--large_reason_tokens", "6",
+            "--gates", "[always]", "--levers", "[sequential, calibrated]", "--target_accuracy", "1.0"]  # fmt: skip
+    out.mkdir()
+    # an earlier run's choice in the same folder: not this run's
+    (out / "calibrated_relay.yaml").write_text("relay: {tau: 0.1}\n")
+    assert main(args) == 0
+    result = json.loads((out / "latency.json").read_text())
+    assert (
+        result["calibration"] is None
+        and "no setting reaches accuracy 1.000" in result["calibration_unreachable"]
+    )
+    levers = [r["levers"] for r in result["rows"] if r["kind"] == "lever"]
+    assert levers == ["sequential"]
+    assert result["tau"] == pytest.approx(0.5)  # relay.tau, untouched
+    report = (out / "latency.md").read_text()
+    assert "uncalibrated: no setting reaches" in report
+    own = next(r for r in result["rows"] if r["kind"] == "large_reasoning")
+    # the acceptance line: the fastest configuration at the large model's own accuracy, or that there is none
+    if result["best"] is None:
+        assert f"No configuration reaches the large model's own accuracy ({own['accuracy']:.1%})" in report
+    else:
+        assert "Fastest at >= the large model's own accuracy" in report
+    assert not (out / "calibrated_relay.yaml").exists()
+
+
+def test_the_report_says_when_only_the_large_models_own_reasoning_is_accurate_enough():
+    def row(title, kind, accuracy, seconds):
+        return {"title": title, "kind": kind, "accuracy": accuracy, "gold_logprob": None, "transfer_rate": None,
+                "end_to_end": seconds, "ratio_to_large_reasoning": seconds / 30.0,
+                "threads": {"large": 2, "small": 2}, "pareto": True}  # fmt: skip
+
+    rows = [
+        row("large reasoning", "large_reasoning", 0.625, 30.0),
+        row("relay (confidence)", "relay", 0.03, 8.0),
+    ]
+    text = markdown({"rows": rows, "best": None})
+    assert "No configuration reaches the large model's own accuracy (62.5%)" in text
+    text = markdown({"rows": rows[1:], "best": None})  # no baseline measured: no verdict either way
+    assert "No configuration" not in text and "Fastest" not in text
+
+
 @pytest.mark.parametrize(
     ("kw", "message"),
     [
@@ -91,6 +143,8 @@ def test_bench_latency_own_dtype_and_large_reasoning_target(
         ({"concurrent": True}, "set per lever"),
         ({"calibrate_to": "small_reasoning"}, "calibrate_to"),
         ({"large_reason_dtype": "float8"}, "large_reason_dtype"),
+        ({"calibration_margin": -0.1}, "calibration_margin"),
+        ({"calibration_margin": 1.0}, "calibration_margin"),
     ],
 )
 def test_bad_settings_fail_before_any_model_loads(kw, message):

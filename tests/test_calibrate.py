@@ -8,7 +8,13 @@ import pytest
 
 from selector.cli import main, parse_config
 from selector.commands.infer import InferConfig
-from selector.evaluation.calibrate import CalibrateConfig, calibrate, candidate_taus, evaluate_gate
+from selector.evaluation.calibrate import (
+    CalibrateConfig,
+    calibrate,
+    candidate_taus,
+    evaluate_gate,
+    wilson_interval,
+)
 
 # Ten dev questions: the large model's direct answer is right exactly when it is confident
 # (p >= 0.6: q6..q9); the transfer is right on all but q0. Direct takes 1 s, a transfer 4 s more
@@ -87,10 +93,43 @@ def test_calibration_picks_the_tau_meeting_the_target(dev_eval, tmp_path, target
     assert (config.small, config.large, config.reason_tokens) == ("models/small", "models/large", 200)
 
 
+def test_wilson_interval_by_hand():
+    # 15 of 24: centre (0.625 + 1.92/24) / (1 + 3.84/24) = 0.6078, half-width 0.1807 (z = 1.96)
+    lo, hi = wilson_interval(15, 24)
+    assert (lo, hi) == (pytest.approx(0.4271, abs=1e-3), pytest.approx(0.7884, abs=1e-3))
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
+    assert wilson_interval(10, 10)[0] == pytest.approx(0.7225, abs=1e-3)  # all right still leaves room
+    lo_many, hi_many = wilson_interval(150, 240)
+    assert hi_many - lo_many < (hi - lo) / 2.5  # ten times the questions: about a third of the width
+    with pytest.raises(ValueError):
+        wilson_interval(0, 0)
+
+
+def test_a_margin_buys_accuracy_with_latency(dev_eval, tmp_path):
+    """Target 50% alone transfers two questions; with a 0.4 margin the dev accuracy must reach 90%."""
+    plain = calibrate(CalibrateConfig(eval=str(dev_eval), out=str(tmp_path / "a.yaml"), target_accuracy=0.5))
+    safe = calibrate(
+        CalibrateConfig(
+            eval=str(dev_eval), out=str(tmp_path / "b.yaml"), target_accuracy=0.5, accuracy_margin=0.4
+        )
+    )
+    assert plain["chosen"]["tau"] == pytest.approx(0.15) and safe["chosen"]["tau"] == pytest.approx(0.55)
+    assert safe["chosen"]["latency"] > plain["chosen"]["latency"]
+    lo, hi = safe["accuracy_interval"]
+    assert (lo, hi) == pytest.approx(wilson_interval(9, 10))
+    header = (tmp_path / "b.yaml").read_text().splitlines()[1:3]
+    assert "margin 0.4" in header[0] and f"95% interval {lo:.3f}-{hi:.3f}" in header[1]
+
+
 def test_calibrate_command_and_its_refusals(dev_eval, tmp_path, capsys):
     out = tmp_path / "c.yaml"
     assert main(["calibrate", "--eval", str(dev_eval), "--target-accuracy", "0.9", "--out", str(out)]) == 0
-    assert "tau 0.55" in capsys.readouterr().out and out.read_text().startswith("# tokenrelay infer")
+    printed = capsys.readouterr().out
+    assert (
+        "tau 0.55" in printed
+        and "95% interval" in printed
+        and out.read_text().startswith("# tokenrelay infer")
+    )
     for args, message in [
         (["--target-accuracy", "0.95"], "no setting reaches accuracy 0.950"),
         (["--target-latency", "0.5"], "no setting stays within 0.5 s"),
@@ -99,6 +138,9 @@ def test_calibrate_command_and_its_refusals(dev_eval, tmp_path, capsys):
         (["--target-accuracy", "1.5"], "target_accuracy must be in [0, 1]"),
         (["--target-latency", "-1"], "target_latency must be > 0"),
         (["--target-accuracy", "0.9", "--conditions", "[relay:x@0.1:always]"], "no relay condition"),
+        (["--target-accuracy", "0.5", "--accuracy-margin", "0.5"], "(target + margin 0.5)"),
+        (["--target-accuracy", "0.5", "--accuracy-margin", "-0.1"], "accuracy_margin must be in [0, 1)"),
+        (["--target-latency", "3", "--accuracy-margin", "0.1"], "applies to --target_accuracy only"),
     ]:
         code = main(["calibrate", "--eval", str(dev_eval), "--out", str(tmp_path / "x.yaml"), *args])
         err = capsys.readouterr().err

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from scripts.summarize_evals import auroc
+from scripts.summarize_evals import answered_by_any, auroc
 from scripts.summarize_evals import main as summarize
 from selector.agents import Agent
 from selector.cli import main as tokenrelay
@@ -58,8 +58,12 @@ def test_per_task_rows_match_each_run_and_pooled_pairs_all_problems(two_runs, tm
         assert rows[(task, cond)]["n"] == 4
         row = next(r for r in result["rows"] if r["condition"] == cond)
         assert rows[(task, cond)]["accuracy"] == pytest.approx(row["accuracy"])
+        recs = [json.loads(x) for x in (path / "records.jsonl").read_text().splitlines() if x.strip()]
+        right = {r["id"] for r in recs if r["correct"]}
+        assert rows[(task, cond)]["answered_by_any"] == len(right)
     pooled = rows[("pooled", cond)]
     assert pooled["n"] == 8 and pooled["vs_best_logprob"]["n"] == 8
+    assert pooled["answered_by_any"] == sum(rows[(t, cond)]["answered_by_any"] for t in two_runs)
     w, l_, t = (pooled["vs_best_logprob"][k] for k in ("wins", "losses", "ties"))
     assert w + l_ + t == 8
     assert "| pooled |" in (out / "summary.md").read_text() and "| pooled |" in capsys.readouterr().out
@@ -91,6 +95,20 @@ def test_auroc_on_known_orders():
     assert auroc([0.1, 0.2, 0.8, 0.9], [True, True, False, False]) == 0.0
     assert auroc([0.5, 0.5, 0.9, 0.1], [True, False, True, False]) == pytest.approx(0.875)  # one tie: half
     assert auroc([0.3, 0.4], [True, True]) is None
+
+
+def test_answered_by_any_counts_problems_not_records():
+    records = {
+        "large_direct": [
+            {"id": "a", "correct": True},
+            {"id": "b", "correct": False},
+            {"id": "c", "correct": False},
+        ],
+        "relay:x": [{"id": "a", "correct": True}, {"id": "b", "correct": True}, {"id": "c", "correct": None}],
+        "small_reasoning": [{"id": "a", "correct": False}, {"id": "b", "correct": False}, {"id": "c"}],
+    }
+    assert answered_by_any(records) == 2  # a twice and b once: two problems; c never
+    assert answered_by_any({k: [dict(r, correct=False) for r in v] for k, v in records.items()}) == 0
 
 
 def _of(recs: list[dict], condition: str) -> list[dict]:

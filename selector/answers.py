@@ -10,6 +10,8 @@ digit, underscore or ``.`` ("3.12", "x12", "v1.2" hold no "12"/"2"), nor be foll
 or by ``.digit``; letters may follow it, so units stay readable ("12kg", "12th", "3x" hold 12, 12, 3).
 A sign counts only when it does not follow a word character ("3-5" holds 3 and 5; "= -5" holds -5).
 Comma groups that are not valid thousands groups are separate numbers ("1,2345" holds 1 and 2345).
+A whole answer (not an occurrence inside a text) may also be in scientific notation ("1.23e-04"); it is
+compared with relative tolerance only, so a tiny value never matches another tiny value or 0.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from fractions import Fraction
 
 NUMBER_RE = re.compile(r"(?<![\w.])[-+]?(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)(?:\.[0-9]+)?(?![0-9])(?!\.[0-9])")
 _FULL_NUMBER_RE = re.compile(r"[-+]?(?:[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+)(?:\.[0-9]+)?")
+_SCIENTIFIC_RE = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+")
 _FRACTION_RE = re.compile(r"([-+]?[0-9]+(?:\.[0-9]+)?)\s*/\s*([0-9]+(?:\.[0-9]+)?)")
 _ANSWER_LINE_RE = re.compile(r"\banswer\b\s*(?:\*\*|__)?\s*:[ \t]*(?:\*\*|__)?[ \t]*([^\n]*)", re.IGNORECASE)
 _ANSWER_IS_RE = re.compile(r"\banswer\s+is\b[ \t]*:?[ \t]*([^\n]*)", re.IGNORECASE)
@@ -98,7 +101,8 @@ def answers_match(predicted: str | None, gold: str) -> bool:
             c_num = _to_number(cand)
             if c_num is None and (m := _UNIT_SUFFIX_RE.fullmatch(cand)):  # "42 apples", "50%"
                 c_num = _to_number(m.group(1))
-            if c_num is not None and _close(c_num, g_num):
+            scientific = bool(_SCIENTIFIC_RE.fullmatch(cand.strip()) or _SCIENTIFIC_RE.fullmatch(g.strip()))
+            if c_num is not None and _close(c_num, g_num, relative_only=scientific):
                 return True
     choice = _choice_letter(g)
     return choice is not None and _choice_letter(p) == choice
@@ -233,25 +237,31 @@ def _canonical_number(token: str) -> str:
 
 
 def _to_number(s: str) -> Fraction | None:
-    """The exact value of a string that is a single number or a simple fraction ``a/b``."""
+    """The exact value of a string that is a single number (``1,200``, ``-0.5``, ``1.23e-04``) or a simple
+    fraction ``a/b``. Scientific notation counts only as a whole answer, never inside a text."""
     s = s.strip()
     if _FULL_NUMBER_RE.fullmatch(s):
         return Fraction(s.replace(",", ""))
+    if _SCIENTIFIC_RE.fullmatch(s):
+        return Fraction(s)
     if (m := _FRACTION_RE.fullmatch(s)) and Fraction(m.group(2)) != 0:
         return Fraction(m.group(1)) / Fraction(m.group(2))
     return None
 
 
-def _close(a: Fraction, b: Fraction) -> bool:
+def _close(a: Fraction, b: Fraction, relative_only: bool = False) -> bool:
     """Equal within tolerance; two integers must be equal exactly (tolerance is for decimal rounding).
 
-    Exact arithmetic, so huge numbers never overflow or collapse into false matches.
+    Exact arithmetic, so huge numbers never overflow or collapse into false matches. With
+    ``relative_only`` (a side written in scientific notation, where values like 1e-22 are meant) the
+    absolute tolerance is off, so a tiny answer never matches another tiny number or 0.
     """
     if a == b:
         return True
     if a.denominator == 1 and b.denominator == 1:
         return False
-    return abs(a - b) <= max(Fraction(_ABS_TOL), Fraction(_REL_TOL) * max(abs(a), abs(b)))
+    relative = Fraction(_REL_TOL) * max(abs(a), abs(b))
+    return abs(a - b) <= (relative if relative_only else max(Fraction(_ABS_TOL), relative))
 
 
 def _choice_letter(s: str) -> str | None:

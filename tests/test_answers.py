@@ -112,6 +112,11 @@ def test_normalize_answer(raw, expected):
         ("B) Paris", "B"),
         ("Paris", "paris"),
         (r"\text{Paris}.", "Paris"),
+        ("1.00e+00", "1.0"),  # scientific notation, as power_function asks for
+        ("1.23e+04", "12300"),
+        ("-1.37e-03", "-0.00137"),
+        ("2.5E-1", "0.25"),
+        ("1.7574418454559584e-22", "1.7574418454559584e-22"),
     ],
 )
 def test_answers_match_true(pred, gold):
@@ -134,6 +139,11 @@ def test_answers_match_true(pred, gold):
         ("London", "Paris"),
         ("", "42"),
         ("12345678901234567890", "12345678901234567891"),  # exact arithmetic, no float collapse
+        ("0", "1.7574418454559584e-22"),  # tiny values: relative tolerance only, never "within 1e-6 of 0"
+        ("1e-10", "1.7574418454559584e-22"),
+        ("1.00e+10", "897303639322.6414"),
+        ("-1.37e-03", "-0.0013674811612376526"),  # 3 significant figures are not the exact value
+        ("e5", "5"),
     ],
 )
 def test_answers_match_false(pred, gold):

@@ -14,8 +14,8 @@ with ``target_latency`` the most accurate one within it. The chosen setting's de
 Wilson 95% interval: on a few dozen dev questions it spans about ±15-20 points, so a target met exactly on
 the dev split is missed on new questions about half the time or more (a margin buys safety with latency).
 The choice is written as a `tokenrelay infer` config YAML: a ``relay:`` block holding the eval run's
-models and relay options (`tokenrelay infer --config FILE --question ...` reads it). Eval runs written before the relay options were nested (flat keys in
-results.json's config) are read too.
+models and relay options (`tokenrelay infer --config FILE --question ...` reads it). Eval runs written
+before the relay options were nested (flat keys in results.json's config) are read too.
 """
 
 from __future__ import annotations

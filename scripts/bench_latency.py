@@ -93,7 +93,7 @@ class BenchLatencyConfig:
         ]
     )  # fmt: skip
     """Live relay runs: 'sequential' (none: the reference), or parts concurrent, calibrated,
-    stop=confidence|agreement|selector joined by '+'."""
+    stop=confidence|agreement|selector|head joined by '+'."""
     large_reason_tokens: int = 384
     """Cap on the large model's own reasoning tokens."""
     large_reason_dtype: str | None = None
@@ -105,6 +105,9 @@ class BenchLatencyConfig:
     """Calibration target when target_accuracy is not given: 'always' (the dev accuracy of always
     transferring) or 'large_reasoning' (the large model's own accuracy on the dev questions, which it then
     reasons on too, at large_reason_dtype): the fastest relay as accurate as the large model's own reasoning."""
+    stop_head: str | None = None
+    """The stop-head folder of the ``stop=head`` levers (``scripts/train_stop_head.py``); relay.stop_head stays
+    unset, as relay.early_stop does."""
     calibration_margin: float = 0.0
     """The calibrated tau must reach the target plus this on the dev questions (0-1; `tokenrelay calibrate`'s
     accuracy_margin): a target met exactly on a few dozen dev questions is often missed on the test."""
@@ -132,6 +135,13 @@ class BenchLatencyConfig:
                 raise ValueError(f"bad lever {lever!r}: join distinct parts of {LEVER_PARTS} with '+'")
             if sum(p.startswith("stop=") for p in parts) > 1:
                 raise ValueError(f"lever {lever!r} names more than one early-stop signal")
+        wants_head = any("stop=head" in lever.split("+") for lever in self.levers)
+        if wants_head != bool(self.stop_head):
+            raise ValueError(
+                "the stop=head levers need stop_head (a stop-head folder)"
+                if wants_head
+                else "stop_head is only read by stop=head levers: none is listed"
+            )
         if len(set(self.levers)) != len(self.levers):
             raise ValueError("levers lists a lever more than once")
         bad_gates = [g for g in self.gates if g not in RELAY_GATES]
@@ -195,6 +205,7 @@ class BenchLatencyConfig:
         return replace(
             self.relay, gate="confidence" if "calibrated" in parts else "agreement", tau=tau,
             concurrent="concurrent" in parts, early_stop=stop, score_gold=True,
+            stop_head=self.stop_head if stop == "head" else None,
         )  # fmt: skip
 
 

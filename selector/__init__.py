@@ -45,6 +45,7 @@ _EXPORTS = {
     "Relay": "relay",
     "RelayConfig": "relay",
     "RelayResult": "relay",
+    "StopHead": "stop_head",
     # evaluation
     "EvalConfig": "evaluation",
     "run_eval": "evaluation",

@@ -14,6 +14,9 @@ cheap check runs on the reasoning so far:
   is at least ``stop_threshold`` (0: any agreement).
 - ``selector``: stop when none of the last ``check_every`` units would be kept at the relay's
   budget: the new reasoning adds nothing the selector values (no trial answer needed).
+- ``head``: stop when a trained stop head (``selector.stop_head``) reading the small model's hidden
+  state at the boundary says the reasoning already states its answer with probability at least
+  ``stop_threshold``: no decoding at a check, the state comes with the step that ended the unit.
 
 A stopped stream drops the token that opened the new unit, so the reasoning ends on a whole unit.
 A ``cancel`` callback ends a stream at any token (the confidence gate's direct path needs no
@@ -46,7 +49,7 @@ __all__ = [
     "stream_generate",
 ]
 
-STOP_SIGNALS = ("none", "confidence", "agreement", "selector")
+STOP_SIGNALS = ("none", "confidence", "agreement", "selector", "head")
 
 
 def check_early_stop(signal: str, threshold: float, check_every: int, trial_tokens: int, cue: str) -> None:
@@ -83,6 +86,8 @@ class Boundary:
     text: str
     trial: Callable[[], TrialAnswer]
     """The trial answer on the current cache (computed on first call, then remembered)."""
+    hidden: torch.Tensor | None = None
+    """The hidden state of the last kept token at the stream's ``hidden_layer`` (when asked for)."""
 
 
 @dataclass
@@ -118,8 +123,11 @@ def stream_generate(
     cue: str = "\nAnswer:",
     trial_tokens: int = 8,
     cancel: Callable[[], bool] | None = None,
+    hidden_layer: int | None = None,
 ) -> StreamResult:
     """Greedy generation for one prompt that asks ``should_stop`` at unit boundaries.
+
+    With ``hidden_layer``, each boundary carries the last kept token's hidden state at that layer.
 
     Without a stop the tokens equal ``agent.generate([prompt])``'s (same greedy decoding, one
     cache); ``finish_reason`` is 'stop', 'length', 'early_stop' or 'cancelled'.
@@ -132,8 +140,11 @@ def stream_generate(
     extra = {k: v.to(agent.device) for k, v in enc.items() if k != "input_ids"}
     eos = sorted(agent.eos_ids)
     start = time.perf_counter()
-    out = model(input_ids=ids, use_cache=True, **extra, **agent._last_logits_only(1))
+    want_hidden = {"output_hidden_states": True} if hidden_layer is not None else {}
+    out = model(input_ids=ids, use_cache=True, **extra, **want_hidden, **agent._last_logits_only(1))
     cache, logits = out.cache, out.logits[0, -1].float()
+    # the hidden state of the token whose logits are ``logits`` (the last one fed)
+    hidden = out.hidden_states[hidden_layer][0, -1] if hidden_layer is not None else None
     if not getattr(cache, "is_croppable", False) and should_stop is not None:
         raise ValueError(f"{agent.name}: its KV cache cannot be cropped, so trial answers cannot be read")
     length = ids.shape[1]
@@ -145,11 +156,14 @@ def stream_generate(
     finish = "length"
     cue_ids = agent.encode_text(cue).to(agent.device)
 
-    def forward(token_ids: torch.Tensor) -> torch.Tensor:
-        nonlocal length
+    def forward(token_ids: torch.Tensor, keep_hidden: bool = False) -> torch.Tensor:
+        nonlocal length, hidden
         positions = torch.arange(length, length + len(token_ids), device=agent.device)[None]
-        o = model(input_ids=token_ids[None], position_ids=positions, cache=cache, use_cache=True)
+        states = {"output_hidden_states": True} if keep_hidden else {}
+        o = model(input_ids=token_ids[None], position_ids=positions, cache=cache, use_cache=True, **states)
         length += len(token_ids)
+        if keep_hidden:
+            hidden = o.hidden_states[hidden_layer][0, -1]
         return o.logits[0, -1].float()
 
     def trial_answer() -> TrialAnswer:
@@ -200,7 +214,12 @@ def stream_generate(
 
                 kept = tokens[:-1]
                 point = Boundary(
-                    complete, kept, logprobs[:-1], tok.decode(kept, skip_special_tokens=True), trial
+                    complete,
+                    kept,
+                    logprobs[:-1],
+                    tok.decode(kept, skip_special_tokens=True),
+                    trial,
+                    hidden=hidden,
                 )
                 stop = should_stop(point)
                 result.checks += 1
@@ -217,7 +236,7 @@ def stream_generate(
                     break
             units_before = units_now
         if step + 1 < max_new_tokens:
-            logits = forward(torch.tensor([nxt], device=agent.device))
+            logits = forward(torch.tensor([nxt], device=agent.device), keep_hidden=hidden_layer is not None)
     end = time.perf_counter()
     first = first or end
     result.generation = Generation(
@@ -251,6 +270,8 @@ def stop_rule(
         if kind == "confidence":
             p = b.trial().prob
             return p is not None and p >= threshold
+        if kind == "head":
+            return b.hidden is not None and relay.stop_head.prob(b.hidden) >= threshold
         if kind == "agreement":
             known = direct()
             if known is None or known[0] is None:
@@ -296,6 +317,7 @@ def reason_streams(relay, batch: Sequence, need: list[int], known: dict) -> list
             relay.small, prompt.text, images=prompt.images, max_new_tokens=cfg.reason_tokens,
             should_stop=stop_rule(relay, ex, prompt.text, lambda i=i: known.get(i)),
             check_every=cfg.check_every, cue=cfg.stop_cue, trial_tokens=cfg.trial_tokens, cancel=cancel,
+            hidden_layer=relay.stop_head.hidden_layer if cfg.early_stop == "head" else None,
         )  # fmt: skip
         gen = stream.generation
         if relay.hidden_layer is not None and gen.token_ids and gen.finish_reason != "cancelled":

@@ -50,6 +50,7 @@ from .prompts import PromptParts, PromptTemplate, answer_target, reasoning_promp
 from .reasoning import ReasoningView, UnitScorer, view_from_generation
 from .relay_config import STAGES, RelayConfig, RelayResult, StageStats, check_images
 from .selection import Transfer, build_transfer, forced_keeps
+from .stop_head import StopHead
 from .units import unit_token_counts
 
 __all__ = [
@@ -129,6 +130,16 @@ class Relay:
         direct answer, which is then computed whatever the gate."""
         if small is not None and hasattr(selector, "check_compatible"):
             selector.check_compatible(small_agent=small)
+        self.stop_head: StopHead | None = None
+        """The early-stop ``head`` signal's probe (selector.stop_head), checked against the small model."""
+        if self.config.early_stop == "head":
+            self.stop_head = StopHead.from_pretrained(self.config.stop_head)
+            model_config = getattr(getattr(small, "model", None), "config", None)
+            if model_config is None:
+                raise ValueError(
+                    "early_stop 'head' reads the small model's hidden states: it needs a local small model"
+                )
+            self.stop_head.check_compatible(model_config)
 
     @classmethod
     def from_config(cls, config: RelayConfig) -> Relay:

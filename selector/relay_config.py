@@ -80,9 +80,14 @@ class RelayConfig:
     """concurrent: once the large model's direct answer is in, the small model's worker takes every
     thread of the process (the large worker is idle until the transfer), instead of keeping its share."""
     early_stop: str = "none"
-    """Stop the small model's reasoning early: none, confidence, agreement, or selector (selector.early_stop)."""
+    """Stop the small model's reasoning early: none, confidence, agreement, selector, or head
+    (selector.early_stop)."""
     stop_threshold: float = 0.9
-    """Early stop: the trial answer's minimum probability (confidence; agreement too, 0 = any agreement)."""
+    """Early stop: the trial answer's minimum probability (confidence; agreement too, 0 = any agreement),
+    or the stop head's minimum probability that the answer is already stated (head)."""
+    stop_head: str | None = None
+    """Early stop 'head': a stop-head folder or hub id (``scripts/train_stop_head.py``) fitted on this
+    small model's hidden states."""
     check_every: int = 1
     """Early stop: check at every n-th unit (sentence) boundary."""
     trial_tokens: int = 8
@@ -133,6 +138,12 @@ class RelayConfig:
         check_early_stop(
             self.early_stop, self.stop_threshold, self.check_every, self.trial_tokens, self.stop_cue
         )
+        if (self.early_stop == "head") != bool(self.stop_head):
+            raise ValueError(
+                "early_stop 'head' needs stop_head (a stop-head folder)"
+                if self.early_stop == "head"
+                else f"stop_head is only read with early_stop 'head', not {self.early_stop!r}"
+            )
         if self.early_stop == "agreement" and self.gate == "always":
             raise ValueError(
                 "early_stop 'agreement' needs the large model's direct answer: not with gate 'always'"

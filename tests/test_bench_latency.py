@@ -145,6 +145,8 @@ def test_the_report_says_when_only_the_large_models_own_reasoning_is_accurate_en
         ({"large_reason_dtype": "float8"}, "large_reason_dtype"),
         ({"calibration_margin": -0.1}, "calibration_margin"),
         ({"calibration_margin": 1.0}, "calibration_margin"),
+        ({"levers": ["sequential", "calibrated+stop=head"]}, "need stop_head"),
+        ({"stop_head": "some/folder"}, "only read by stop=head levers"),
     ],
 )
 def test_bad_settings_fail_before_any_model_loads(kw, message):
@@ -178,3 +180,35 @@ def test_paired_with_own_on_constructed_questions():
     uneven = paired_with_own([(True, 1.0), (True, 3.0)], [(True, 2.0), (True, 2.0)])
     assert uneven["ratio_ci"][0] < 1.0 < uneven["ratio_ci"][1]  # resampling moves the ratio
     assert paired_with_own([], own) == {} and paired_with_own(row[:2], own) == {}
+
+
+def test_the_stop_head_lever(tiny_lm_dir, tiny_plain_lm_dir, arithmetic_jsonl, tmp_path, one_thread):
+    """A planted head that always says done stops each live reasoning at its first sentence boundary."""
+    import torch
+
+    from selector.agents import Agent
+    from selector.stop_head import StopHead
+
+    head = StopHead(Agent.from_pretrained(tiny_lm_dir, device="cpu").model.config.hidden_size)
+    with torch.no_grad():
+        head.linear.weight.zero_()
+        head.linear.bias.fill_(8.0)
+    head.save_pretrained(tmp_path / "head")
+    out = tmp_path / "bench"
+    args = ["--relay.small", str(tiny_lm_dir), "--relay.large", str(tiny_plain_lm_dir), "--data", str(arithmetic_jsonl),
+            "--out", str(out), "--limit", "2", "--relay.reason_tokens", "24", "--relay.answer_tokens", "4",
+            "--large_reason_tokens", "6", "--gates", "[always]", "--levers", "[sequential, stop=head]",
+            "--stop_head", str(tmp_path / "head")]  # fmt: skip
+    assert main(args) == 0
+    rows = {
+        r["levers"]: r for r in json.loads((out / "latency.json").read_text())["rows"] if r["kind"] == "lever"
+    }
+    assert set(rows) == {"sequential", "stop=head"} and "vs_sequential" in rows["stop=head"]
+    live = {
+        p.name.split("-")[0]: [json.loads(x) for x in p.read_text().splitlines()]
+        for p in (out / "live").iterdir()
+    }
+    full = {r["id"]: r["reasoning"] for r in live["sequential"]}
+    for r in live["stop=head"]:  # stopped at the first boundary when there was one, else the same reasoning
+        assert r["stop_checks"] <= 1 and (r["small_finish"] == "early_stop") == (r["stop_checks"] == 1)
+        assert full[r["id"]].startswith(r["reasoning"])

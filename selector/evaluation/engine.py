@@ -74,7 +74,7 @@ def selector_fingerprint(name_or_path: str, config: EvalConfig) -> str:
 _NOT_SELECTION = ("small", "large", "selector", "budget", "budget_kind", "gate", "tau", "small_tau", "answer_tokens",
                   "batch_size", "parallel", "dtype", "small_dtype", "device", "score_gold", "granularity",
                   # how the reasoning was made (its text is keyed), not how it is selected:
-                  "concurrent", "large_threads", "small_threads", "early_stop", "stop_threshold",
+                  "concurrent", "large_threads", "small_threads", "early_stop", "stop_threshold", "stop_head",
                   "check_every", "trial_tokens", "stop_cue", "reuse_prompt")  # fmt: skip
 """RelayConfig fields that never change a selection (or are keyed separately)."""
 

@@ -1,0 +1,229 @@
+"""Train the early-stop ``head`` signal: a linear probe that tells, at a sentence boundary of the small
+model's reasoning, whether the reasoning already states the answer it will end with.
+
+    python -m scripts.train_stop_head --traces runs/real/lab/traces_se3_train runs/real/lab/traces_se2_train \\
+        --small-model models/qwen2.5-coder-0.5b-instruct --out checkpoints/NAME-stop-head
+
+Reads traces written by ``tokenrelay reason`` with hidden states (``--hidden_layer``; the layer is given
+here as ``--hidden-layer``), no large model. Boundaries are exactly where the relay's stream checks
+(``selector.stop_head.unit_boundaries``); a boundary is labelled done when the text so far already
+contains the trace's own final answer (gold-free). Splits traces by id (``--val-fraction``), reports per
+task on the validation traces: AUROC, and at each threshold the share of traces stopped before their
+answer (premature), the share stopped, and the mean share of reasoning tokens saved; then fits on all
+traces and writes the release folder (config.json, model.safetensors, README.md with those figures).
+``--leave-one-task-out`` adds the same figures for each task fitted on the other tasks only (does the head
+carry to a task it never saw?). An existing output folder is never overwritten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from selector.io import write_json_atomic
+from selector.progress import progress_bar
+from selector.stop_head import StopHead, answer_stated_labels, unit_boundaries
+from selector.traces import load_traces
+from training.datamodule import split_of, task_of
+
+THRESHOLDS = (0.5, 0.8, 0.9, 0.95)
+
+
+def boundary_data(folders: list[str], tokenizer, progress: bool = True) -> dict:
+    """States, labels, trace ids and (kept, total) tokens of every boundary of every trace."""
+    states, labels, ids, where = [], [], [], []
+    traces = [t for f in folders for t in load_traces(f)]
+    with progress_bar(disable=not progress) as bar:
+        task = bar.add_task("boundaries", total=len(traces))
+        for t in traces:
+            hidden = t.get("hidden_states")
+            if hidden is None or len(hidden) == 0:
+                if t["reasoning_token_ids"]:
+                    raise ValueError(
+                        f"trace {t['id']!r} has no hidden states: write traces with `tokenrelay reason --hidden_layer L`"
+                    )
+                continue
+            token_ids = list(t["reasoning_token_ids"])
+            points = unit_boundaries(tokenizer, token_ids)
+            for k, y in zip(
+                points, answer_stated_labels(tokenizer, token_ids, points, t.get("small_answer"))
+            ):
+                states.append(np.asarray(hidden[k - 1], dtype=np.float32))
+                labels.append(y)
+                ids.append(str(t["id"]))
+                where.append((k, len(token_ids)))
+            bar.advance(task)
+    if not states:
+        raise ValueError("no sentence boundaries in these traces: nothing to train on")
+    return {"x": torch.tensor(np.stack(states)), "y": torch.tensor(labels, dtype=torch.float32),
+            "ids": ids, "where": where}  # fmt: skip
+
+
+def auroc(scores: np.ndarray, labels: np.ndarray) -> float | None:
+    pos, neg = scores[labels > 0.5], scores[labels <= 0.5]
+    if len(pos) == 0 or len(neg) == 0:
+        return None
+    return float((pos[:, None] > neg[None]).mean() + 0.5 * (pos[:, None] == neg[None]).mean())
+
+
+def stop_figures(probs: np.ndarray, data: dict, rows: list[int], threshold: float) -> dict:
+    """Per trace, stop at the first boundary reaching ``threshold`` (as the relay does)."""
+    traces: dict[str, list] = {}
+    for r, p in zip(rows, probs):
+        traces.setdefault(data["ids"][r], []).append((data["where"][r], bool(data["y"][r] > 0.5), float(p)))
+    premature = stopped = 0
+    saved = 0.0
+    for points in traces.values():
+        hit = next((pt for pt in sorted(points) if pt[2] >= threshold), None)
+        if hit is not None:
+            stopped += 1
+            premature += not hit[1]
+            saved += 1 - hit[0][0] / hit[0][1]
+    n = max(len(traces), 1)
+    return {
+        "traces": len(traces),
+        "premature": premature / n,
+        "stopped": stopped / n,
+        "tokens_saved": saved / n,
+    }
+
+
+def validation_table(data: dict, val_fraction: float, hidden_size: int, hidden_layer: int) -> list[dict]:
+    """Fit on the training split, report each task's validation traces (and all of them)."""
+    split = [split_of(i, val_fraction) for i in data["ids"]]
+    train = [r for r, s in enumerate(split) if s == "train"]
+    val = [r for r, s in enumerate(split) if s == "val"]
+    if not train or not val:
+        raise ValueError(
+            "the split left no training or no validation traces: change --val-fraction or add traces"
+        )
+    head = StopHead(hidden_size, hidden_layer)
+    head.fit(data["x"][train], data["y"][train])
+    with torch.no_grad():
+        probs = head(data["x"][val]).numpy()
+    groups: dict[str, list[int]] = {}
+    for j, r in enumerate(val):
+        groups.setdefault(task_of(data["ids"][r]) or "all", []).append(j)
+    if len(groups) > 1:
+        groups["all"] = list(range(len(val)))
+    table = []
+    for task, js in groups.items():
+        rows = [val[j] for j in js]
+        row = {"task": task, "boundaries": len(js), "done_share": float(data["y"][rows].mean()),
+               "auroc": auroc(probs[js], data["y"][rows].numpy())}  # fmt: skip
+        for t in THRESHOLDS:
+            row[f"at_{t}"] = stop_figures(probs[js], data, rows, t)
+        table.append(row)
+    return table
+
+
+def leave_one_task_out(data: dict, hidden_size: int, hidden_layer: int) -> list[dict]:
+    """Per task: fitted on every other task's traces, evaluated on all of this task's: does the head
+    carry to a task it never saw?"""
+    tasks = [task_of(i) or "all" for i in data["ids"]]
+    names = sorted(set(tasks))
+    if len(names) < 2:
+        raise ValueError("leaving a task out needs traces of at least two tasks (ids {task}-{seed}-{index})")
+    table = []
+    for name in names:
+        fit = [r for r, t in enumerate(tasks) if t != name]
+        held = [r for r, t in enumerate(tasks) if t == name]
+        if not 0 < float(data["y"][fit].mean()) < 1:
+            continue
+        head = StopHead(hidden_size, hidden_layer)
+        head.fit(data["x"][fit], data["y"][fit])
+        with torch.no_grad():
+            probs = head(data["x"][held]).numpy()
+        row = {"task": name, "boundaries": len(held), "done_share": float(data["y"][held].mean()),
+               "auroc": auroc(probs, data["y"][held].numpy())}  # fmt: skip
+        for t in THRESHOLDS:
+            row[f"at_{t}"] = stop_figures(probs, data, held, t)
+        table.append(row)
+    return table
+
+
+def format_table(table: list[dict]) -> str:
+    head = "| task | val traces | boundaries | done | AUROC | " + " | ".join(
+        f"≥{t}: premature / stopped / saved" for t in THRESHOLDS
+    )
+    lines = [head + " |", "|" + "---|" * (5 + len(THRESHOLDS))]
+    for r in table:
+        a = "–" if r["auroc"] is None else f"{r['auroc']:.3f}"
+        cells = [f"{r[f'at_{t}']['premature']:.2f} / {r[f'at_{t}']['stopped']:.2f} / "
+                 f"{r[f'at_{t}']['tokens_saved']:.2f}" for t in THRESHOLDS]  # fmt: skip
+        lines.append(f"| {r['task']} | {r['at_0.5']['traces']} | {r['boundaries']} | {r['done_share']:.2f} | {a} | "
+                     + " | ".join(cells) + " |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m scripts.train_stop_head", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    parser.add_argument("--traces", nargs="+", required=True, help="trace folders with hidden states")
+    parser.add_argument("--small-model", required=True, help="the small model (its tokenizer cuts the units)")
+    parser.add_argument(
+        "--hidden-layer", type=int, default=-1, help="the layer the traces' hidden states are from"
+    )
+    parser.add_argument(
+        "--val-fraction", type=float, default=0.2, help="share of traces (by id) for validation"
+    )
+    parser.add_argument(
+        "--threshold", type=float, default=0.9, help="the stop probability the card recommends"
+    )
+    parser.add_argument("--out", required=True, help="release folder to write (must not exist)")
+    parser.add_argument(
+        "--leave-one-task-out", action="store_true",
+        help="also fit once per task on the other tasks and report that task (validation_lofo.json)",
+    )  # fmt: skip
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    try:
+        out = Path(args.out)
+        if out.exists() and any(out.iterdir()):
+            raise ValueError(
+                f"{str(out)!r} exists and is not empty: choose a new --out (nothing is overwritten)"
+            )
+        if not 0 < args.val_fraction < 1:
+            raise ValueError(f"--val-fraction must be in (0, 1), got {args.val_fraction}")
+        if not 0 < args.threshold < 1:
+            raise ValueError(f"--threshold must be in (0, 1), got {args.threshold}")
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(args.small_model)
+        data = boundary_data(args.traces, tokenizer, progress=not args.quiet)
+        hidden_size = int(data["x"].shape[1])
+        table = validation_table(data, args.val_fraction, hidden_size, args.hidden_layer)
+        print(format_table(table))
+        lofo = None
+        if args.leave_one_task_out:
+            lofo = leave_one_task_out(data, hidden_size, args.hidden_layer)
+            print("\nEach task left out of the fit:\n" + format_table(lofo))
+        card = {
+            "trained on": f"{len(set(data['ids']))} traces, {len(data['ids'])} boundaries, from "
+            + ", ".join(Path(f).name for f in args.traces),
+            "label": "done = the reasoning so far contains the trace's own final answer (gold-free)",
+            "validation (fitted on the other traces, by id)": "\n\n" + format_table(table),
+        }
+        if lofo is not None:
+            card["each task left out of the fit (a task never seen)"] = "\n\n" + format_table(lofo)
+        head = StopHead(hidden_size, args.hidden_layer, Path(args.small_model).name, args.threshold, card)
+        head.fit(data["x"], data["y"])
+        head.save_pretrained(out)
+        write_json_atomic(out / "validation.json", table)
+        if lofo is not None:
+            write_json_atomic(out / "validation_lofo.json", lofo)
+        print(f"wrote {out}")
+    except (ValueError, FileNotFoundError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

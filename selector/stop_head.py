@@ -21,6 +21,7 @@ import torch
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
+from .agent_types import _looks_local
 from .answers import contains_answer
 
 __all__ = ["StopHead", "answer_stated_labels", "unit_boundaries"]
@@ -137,13 +138,22 @@ class StopHead(
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> StopHead:
         """Load a release folder or hub id, strictly (every tensor present, no other)."""
-        local = Path(pretrained_model_name_or_path).expanduser()
-        if str(pretrained_model_name_or_path).startswith((".", "/", "~")) and not local.is_dir():
-            raise FileNotFoundError(f"stop head folder {str(pretrained_model_name_or_path)!r} does not exist")
-        if local.is_dir() and not (local / "config.json").exists():
-            raise FileNotFoundError(f"{str(local)!r} has no config.json: not a stop head folder")
+        text = str(pretrained_model_name_or_path)
+        local = Path(text).expanduser()
+        if local.exists():
+            if not (local / "config.json").is_file():
+                raise FileNotFoundError(f"{text!r} has no config.json: not a stop head folder")
+        elif _looks_local(text):
+            raise FileNotFoundError(f"stop head folder {text!r} does not exist")
         kwargs.setdefault("strict", True)
-        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        if not local.exists():
+            try:
+                return super().from_pretrained(text, **kwargs)
+            except Exception as err:  # hub errors come in many types; all mean "not available"
+                raise FileNotFoundError(
+                    f"stop head {text!r} is not a local folder and the hub could not provide it ({err})"
+                ) from err
+        return super().from_pretrained(local, **kwargs)
 
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs):
         """Write config.json, model.safetensors and README.md (the card)."""

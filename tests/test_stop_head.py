@@ -99,6 +99,10 @@ def test_save_load_round_trip_and_strict_loading(tmp_path):
         StopHead.from_pretrained(tmp_path / "h")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         StopHead.from_pretrained(tmp_path / "missing")
+    with pytest.raises(FileNotFoundError, match="not a stop head folder"):
+        StopHead.from_pretrained(tmp_path)
+    with pytest.raises(FileNotFoundError, match="hub could not provide it"):
+        StopHead.from_pretrained("no-such-user/no-such-stop-head")
 
 
 def test_fit_recovers_a_planted_direction():

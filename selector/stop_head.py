@@ -171,6 +171,6 @@ class StopHead(
             f"boundary whose probability reaches `stop_threshold` (recommended here: {self.threshold}).", "",
             f"- small model: `{self.small_model}`, hidden layer {self.hidden_layer}, width {self.hidden_size}",
         ]  # fmt: skip
-        for key, value in self.card.items():
+        for key, value in sorted(self.card.items()):  # config.json stores the card with sorted keys
             lines.append(f"- {key}: {value}")
         return "\n".join(lines) + "\n"

@@ -92,6 +92,8 @@ def test_save_load_round_trip_and_strict_loading(tmp_path):
     assert (back.hidden_layer, back.small_model, back.threshold) == (-2, "qwen2.5-coder-0.5b-instruct", 0.8)
     assert torch.allclose(head(x), back(x))
     assert "trained on: 3 traces" in (tmp_path / "h" / "README.md").read_text()
+    # the card regenerates from config.json byte for byte
+    assert (tmp_path / "h" / "README.md").read_text() == back.model_card()
     weights = load_file(tmp_path / "h" / "model.safetensors")
     weights.pop("scale")
     save_file(weights, tmp_path / "h" / "model.safetensors")

@@ -30,6 +30,8 @@ from selector.stop_head import StopHead, answer_stated_labels, unit_boundaries
 from selector.traces import load_traces
 from training.datamodule import split_of, task_of
 
+from .summarize_evals import auroc
+
 THRESHOLDS = (0.5, 0.8, 0.9, 0.95)
 
 
@@ -63,13 +65,6 @@ def boundary_data(folders: list[str], tokenizer, progress: bool = True) -> dict:
             "ids": ids, "where": where}  # fmt: skip
 
 
-def auroc(scores: np.ndarray, labels: np.ndarray) -> float | None:
-    pos, neg = scores[labels > 0.5], scores[labels <= 0.5]
-    if len(pos) == 0 or len(neg) == 0:
-        return None
-    return float((pos[:, None] > neg[None]).mean() + 0.5 * (pos[:, None] == neg[None]).mean())
-
-
 def stop_figures(probs: np.ndarray, data: dict, rows: list[int], threshold: float) -> dict:
     """Per trace, stop at the first boundary reaching ``threshold`` (as the relay does)."""
     traces: dict[str, list] = {}
@@ -92,6 +87,26 @@ def stop_figures(probs: np.ndarray, data: dict, rows: list[int], threshold: floa
     }
 
 
+def _held_out_probs(
+    data: dict, fit: list[int], held: list[int], hidden_size: int, hidden_layer: int
+) -> np.ndarray:
+    """Stop probabilities of the ``held`` boundaries from a head fitted on the ``fit`` ones."""
+    head = StopHead(hidden_size, hidden_layer)
+    head.fit(data["x"][fit], data["y"][fit])
+    with torch.no_grad():
+        return head(data["x"][held]).numpy()
+
+
+def _report_row(task: str, probs: np.ndarray, data: dict, rows: list[int]) -> dict:
+    """One table row: boundaries, share done, AUROC, and the stop figures at each threshold."""
+    labels = data["y"][rows]
+    row = {"task": task, "boundaries": len(rows), "done_share": float(labels.mean()),
+           "auroc": auroc(probs.tolist(), (labels > 0.5).tolist())}  # fmt: skip
+    for t in THRESHOLDS:
+        row[f"at_{t}"] = stop_figures(probs, data, rows, t)
+    return row
+
+
 def validation_table(data: dict, val_fraction: float, hidden_size: int, hidden_layer: int) -> list[dict]:
     """Fit on the training split, report each task's validation traces (and all of them)."""
     split = [split_of(i, val_fraction) for i in data["ids"]]
@@ -101,24 +116,13 @@ def validation_table(data: dict, val_fraction: float, hidden_size: int, hidden_l
         raise ValueError(
             "the split left no training or no validation traces: change --val-fraction or add traces"
         )
-    head = StopHead(hidden_size, hidden_layer)
-    head.fit(data["x"][train], data["y"][train])
-    with torch.no_grad():
-        probs = head(data["x"][val]).numpy()
+    probs = _held_out_probs(data, train, val, hidden_size, hidden_layer)
     groups: dict[str, list[int]] = {}
     for j, r in enumerate(val):
         groups.setdefault(task_of(data["ids"][r]) or "all", []).append(j)
     if len(groups) > 1:
         groups["all"] = list(range(len(val)))
-    table = []
-    for task, js in groups.items():
-        rows = [val[j] for j in js]
-        row = {"task": task, "boundaries": len(js), "done_share": float(data["y"][rows].mean()),
-               "auroc": auroc(probs[js], data["y"][rows].numpy())}  # fmt: skip
-        for t in THRESHOLDS:
-            row[f"at_{t}"] = stop_figures(probs[js], data, rows, t)
-        table.append(row)
-    return table
+    return [_report_row(task, probs[js], data, [val[j] for j in js]) for task, js in groups.items()]
 
 
 def leave_one_task_out(data: dict, hidden_size: int, hidden_layer: int) -> list[dict]:
@@ -134,15 +138,8 @@ def leave_one_task_out(data: dict, hidden_size: int, hidden_layer: int) -> list[
         held = [r for r, t in enumerate(tasks) if t == name]
         if not 0 < float(data["y"][fit].mean()) < 1:
             continue
-        head = StopHead(hidden_size, hidden_layer)
-        head.fit(data["x"][fit], data["y"][fit])
-        with torch.no_grad():
-            probs = head(data["x"][held]).numpy()
-        row = {"task": name, "boundaries": len(held), "done_share": float(data["y"][held].mean()),
-               "auroc": auroc(probs, data["y"][held].numpy())}  # fmt: skip
-        for t in THRESHOLDS:
-            row[f"at_{t}"] = stop_figures(probs, data, held, t)
-        table.append(row)
+        probs = _held_out_probs(data, fit, held, hidden_size, hidden_layer)
+        table.append(_report_row(name, probs, data, held))
     return table
 
 

@@ -214,24 +214,32 @@ def config_from_yaml(path: str) -> BenchLatencyConfig:
     return parse_config(BenchLatencyConfig, ["--config", str(path)], PROG)
 
 
-def _live(name: str, relay: Relay, examples, out: Path, bar) -> list[RelayResult]:
-    """Run the relay per question, appending each result to ``out`` (a rerun skips what is there)."""
+def _live(name: str, relay: Relay, examples, out: Path, bar) -> tuple[list[RelayResult], list[float | None]]:
+    """Run the relay per question, appending each result to ``out`` (a rerun skips what is there).
+
+    Also returns each question's wall time around the whole relay call (``wall_s`` in the file; None in
+    files from before it was kept): it includes the gold scoring the latency leaves out, so it is an upper
+    bound that shows any work the stage times miss."""
     done: dict[str, RelayResult] = {}
+    wall: dict[str, float | None] = {}
     if out.exists():
         for line in out.read_text().splitlines():
             if line.strip():
                 rec = json.loads(line)
+                wall[rec["id"]] = rec.pop("wall_s", None)
                 rec["stages"] = {k: StageStats(**v) for k, v in rec["stages"].items()}
                 done[rec["id"]] = RelayResult(**rec)
     task = bar.add_task(f"live: {name}", total=len(examples))
     for ex in examples:
         if ex.id not in done:
+            started = time.perf_counter()
             r = relay.run([ex], progress=False)[0]
+            wall[ex.id] = time.perf_counter() - started
             with out.open("a") as f:
-                f.write(json.dumps(r.to_record()) + "\n")
+                f.write(json.dumps({**r.to_record(), "wall_s": wall[ex.id]}) + "\n")
             done[ex.id] = r
         bar.advance(task)
-    return [done[ex.id] for ex in examples]
+    return [done[ex.id] for ex in examples], [wall[ex.id] for ex in examples]
 
 
 def _row(name: str, kind: str, metrics: dict, threads: dict, levers: str | None = None) -> dict:
@@ -329,10 +337,12 @@ def run_bench(
             # Keyed with the budget and units in force, so `null` / `auto` and their values share a file.
             settings = replace(relay_config, budget=relay_config.budget_value, granularity=relay.granularity)
             path = out / "live" / f"{lever}-{digest(asdict(settings), config.data)[:10]}.jsonl"
-            results = _live(lever, relay, examples, path, bar)
+            results, walls = _live(lever, relay, examples, path, bar)
             large_t, small_t = relay.threads if relay.config.concurrent else (cores, cores)
             metrics = condition_metrics(results, f_none, f_all, 1.0, True)
             row = _row(f"relay {lever}", "lever", metrics, {"large": large_t, "small": small_t}, lever)
+            timed = [w for w in walls if w is not None]
+            row["wall_s"] = sum(timed) / len(timed) if len(timed) == len(walls) and timed else None
             rows.append(row)
             per_question[row["title"]] = [(r.correct, r.latency_s) for r in results]
             if lever == "sequential":
@@ -409,6 +419,11 @@ def markdown(result: dict) -> str:
             d = r["vs_sequential"]
             lines.append(f"| {r['levers']} | {d['latency_removed_s']:.2f} | {d['accuracy_change']:+.1%} "
                          f"| {d['gold_logprob_change']:+.2f} |")  # fmt: skip
+    walled = [r for r in result["rows"] if r.get("wall_s") is not None]
+    if walled:
+        lines += ["", "Wall time per question around each live relay call (an upper bound: it includes the gold "
+                      "scoring the latency leaves out; a large gap would be work the stage times miss): "
+                  + "; ".join(f"{r['levers']} {r['wall_s']:.2f} s (latency {r['end_to_end']:.2f} s)" for r in walled)]  # fmt: skip
     best = result.get("best")
     own = next((r for r in result["rows"] if r["kind"] == "large_reasoning"), None)
     if own is not None and not best:

@@ -7,9 +7,12 @@ model's reasoning, whether the reasoning already states the answer it will end w
 Reads traces written by ``tokenrelay reason`` with hidden states (``--hidden_layer``; the layer is given
 here as ``--hidden-layer``), no large model. Boundaries are exactly where the relay's stream checks
 (``selector.stop_head.unit_boundaries``); a boundary is labelled done when the text so far already
-contains the trace's own final answer (gold-free). Splits traces by id (``--val-fraction``), reports per
-task on the validation traces: AUROC, and at each threshold the share of traces stopped before their
-answer (premature), the share stopped, and the mean share of reasoning tokens saved; then fits on all
+contains the trace's own final answer (gold-free), or, with ``--labels``, as measured through the relay
+by ``scripts/label_stop_enough.py`` (done once the relay's answer from the prefix is settled on its answer
+from the whole trace: it may stop before the answer is written; traces done from their first boundary are left
+out, since their answer never depended on the reasoning). Splits traces by id (``--val-fraction``),
+reports per task on the validation traces: AUROC, and at each threshold the share of traces stopped before
+they are done (premature), the share stopped, and the mean share of reasoning tokens saved; then fits on all
 traces and writes the release folder (config.json, model.safetensors, README.md with those figures).
 ``--leave-one-task-out`` adds the same figures for each task fitted on the other tasks only (does the head
 carry to a task it never saw?). An existing output folder is never overwritten.
@@ -18,6 +21,7 @@ carry to a task it never saw?). An existing output folder is never overwritten.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -35,10 +39,38 @@ from .summarize_evals import auroc
 THRESHOLDS = (0.5, 0.8, 0.9, 0.95)
 
 
-def boundary_data(folders: list[str], tokenizer, progress: bool = True) -> dict:
-    """States, labels, trace ids and (kept, total) tokens of every boundary of every trace."""
+def read_labels(paths: list[str]) -> dict[str, dict]:
+    """Per trace id, a ``scripts/label_stop_enough.py`` record (its boundaries and labels)."""
+    records: dict[str, dict] = {}
+    for path in paths:
+        for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                records[str(rec["id"])] = {"points": list(rec["points"]), "labels": list(rec["labels"])}
+            except (ValueError, KeyError, TypeError) as err:
+                raise ValueError(f"{path}:{n}: not a stop-label record ({err})") from None
+    if not records:
+        raise ValueError(f"no stop-label records in {', '.join(paths)}")
+    return records
+
+
+def boundary_data(
+    folders: list[str], tokenizer, progress: bool = True, measured: dict[str, dict] | None = None
+) -> dict:
+    """States, labels, trace ids and (kept, total) tokens of every boundary of every trace. With
+    ``measured`` (``read_labels``), only the traces it labels, with its labels."""
     states, labels, ids, where = [], [], [], []
     traces = [t for f in folders for t in load_traces(f)]
+    if measured is not None:
+        # A trace done at every boundary never needed its reasoning (the large model's answer is the same
+        # without it, or the selector sends nothing): it says nothing about when reasoning is enough.
+        traces = [t for t in traces if str(t["id"]) in measured and not all(measured[str(t["id"])]["labels"])]
+        if not traces:
+            raise ValueError(
+                "none of the labelled traces is in these trace folders (or each is done throughout)"
+            )
     with progress_bar(disable=not progress) as bar:
         task = bar.add_task("boundaries", total=len(traces))
         for t in traces:
@@ -51,9 +83,17 @@ def boundary_data(folders: list[str], tokenizer, progress: bool = True) -> dict:
                 continue
             token_ids = list(t["reasoning_token_ids"])
             points = unit_boundaries(tokenizer, token_ids)
-            for k, y in zip(
-                points, answer_stated_labels(tokenizer, token_ids, points, t.get("small_answer"))
-            ):
+            if measured is None:
+                marks = answer_stated_labels(tokenizer, token_ids, points, t.get("small_answer"))
+            else:
+                rec = measured[str(t["id"])]
+                if rec["points"] != points or len(rec["labels"]) != len(points):
+                    raise ValueError(
+                        f"trace {t['id']!r}: the labels' boundaries are not this tokenizer's: "
+                        "label and train with the same small model"
+                    )
+                marks = rec["labels"]
+            for k, y in zip(points, marks):
                 states.append(np.asarray(hidden[k - 1], dtype=np.float32))
                 labels.append(y)
                 ids.append(str(t["id"]))
@@ -178,6 +218,11 @@ def main(argv: list[str] | None = None) -> int:
         "--leave-one-task-out", action="store_true",
         help="also fit once per task on the other tasks and report that task (validation_lofo.json)",
     )  # fmt: skip
+    parser.add_argument(
+        "--labels", nargs="+", default=None,
+        help="stop labels measured through the relay (scripts/label_stop_enough.py); default: the "
+        "gold-free label (the reasoning so far contains the trace's own final answer)",
+    )  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     try:
@@ -193,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(args.small_model)
-        data = boundary_data(args.traces, tokenizer, progress=not args.quiet)
+        measured = read_labels(args.labels) if args.labels else None
+        data = boundary_data(args.traces, tokenizer, progress=not args.quiet, measured=measured)
         hidden_size = int(data["x"].shape[1])
         table = validation_table(data, args.val_fraction, hidden_size, args.hidden_layer)
         print(format_table(table))
@@ -204,7 +250,14 @@ def main(argv: list[str] | None = None) -> int:
         card = {
             "trained on": f"{len(set(data['ids']))} traces, {len(data['ids'])} boundaries, from "
             + ", ".join(Path(f).name for f in args.traces),
-            "label": "done = the reasoning so far contains the trace's own final answer (gold-free)",
+            "label": (
+                "done = the relay's answer from the reasoning so far, and from every later boundary, is its "
+                "answer from the whole trace (measured: "
+                + ", ".join(Path(p).name for p in args.labels)
+                + "; traces done from their first boundary left out)"
+                if args.labels
+                else "done = the reasoning so far contains the trace's own final answer (gold-free)"
+            ),
             "validation (fitted on the other traces, by id)": "\n\n" + format_table(table),
         }
         if lofo is not None:

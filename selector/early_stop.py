@@ -124,10 +124,13 @@ def stream_generate(
     trial_tokens: int = 8,
     cancel: Callable[[], bool] | None = None,
     hidden_layer: int | None = None,
+    record_layer: int | None = None,
 ) -> StreamResult:
     """Greedy generation for one prompt that asks ``should_stop`` at unit boundaries.
 
     With ``hidden_layer``, each boundary carries the last kept token's hidden state at that layer.
+    With ``record_layer``, the generation's ``hidden_states`` hold each kept token's state at that
+    layer, taken from the decoding steps themselves (what a selector reads; no second forward).
 
     Without a stop the tokens equal ``agent.generate([prompt])``'s (same greedy decoding, one
     cache); ``finish_reason`` is 'stop', 'length', 'early_stop' or 'cancelled'.
@@ -145,6 +148,8 @@ def stream_generate(
     cache, logits = out.cache, out.logits[0, -1].float()
     # the hidden state of the token whose logits are ``logits`` (the last one fed)
     hidden = out.hidden_states[hidden_layer][0, -1] if hidden_layer is not None else None
+    recorded: list[torch.Tensor] = []  # record_layer's state of each reasoning token fed so far
+    keep_states = hidden_layer is not None or record_layer is not None
     if not getattr(cache, "is_croppable", False) and should_stop is not None:
         raise ValueError(f"{agent.name}: its KV cache cannot be cropped, so trial answers cannot be read")
     length = ids.shape[1]
@@ -163,7 +168,10 @@ def stream_generate(
         o = model(input_ids=token_ids[None], position_ids=positions, cache=cache, use_cache=True, **states)
         length += len(token_ids)
         if keep_hidden:
-            hidden = o.hidden_states[hidden_layer][0, -1]
+            if hidden_layer is not None:
+                hidden = o.hidden_states[hidden_layer][0, -1]
+            if record_layer is not None:
+                recorded.append(o.hidden_states[record_layer][0, -1].float().cpu())
         return o.logits[0, -1].float()
 
     def trial_answer() -> TrialAnswer:
@@ -235,8 +243,8 @@ def stream_generate(
                     finish = "early_stop"
                     break
             units_before = units_now
-        if step + 1 < max_new_tokens:
-            logits = forward(torch.tensor([nxt], device=agent.device), keep_hidden=hidden_layer is not None)
+        if step + 1 < max_new_tokens or record_layer is not None:  # a recorded last token is fed too
+            logits = forward(torch.tensor([nxt], device=agent.device), keep_hidden=keep_states)
     end = time.perf_counter()
     first = first or end
     result.generation = Generation(
@@ -249,6 +257,8 @@ def stream_generate(
         prefill_s=first - start,
         decode_s=end - first,
     )
+    if record_layer is not None and tokens:
+        result.generation.hidden_states = torch.stack(recorded[: len(tokens)])
     result.threads = torch.get_num_threads()
     return result
 
@@ -318,11 +328,7 @@ def reason_streams(relay, batch: Sequence, need: list[int], known: dict) -> list
             should_stop=stop_rule(relay, ex, prompt.text, lambda i=i: known.get(i)),
             check_every=cfg.check_every, cue=cfg.stop_cue, trial_tokens=cfg.trial_tokens, cancel=cancel,
             hidden_layer=relay.stop_head.hidden_layer if cfg.early_stop == "head" else None,
+            record_layer=relay.hidden_layer,  # the selector's states come with the decoding steps
         )  # fmt: skip
-        gen = stream.generation
-        if relay.hidden_layer is not None and gen.token_ids and gen.finish_reason != "cancelled":
-            gen.hidden_states = relay.small.hidden_states_of(
-                [prompt.text], [gen.token_ids], images=[prompt.images], layer=relay.hidden_layer
-            )[0]
-        out.append((gen, stream, time.perf_counter()))
+        out.append((stream.generation, stream, time.perf_counter()))
     return out

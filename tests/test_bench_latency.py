@@ -27,6 +27,9 @@ def test_bench_latency_smoke(tiny_lm_dir, tiny_plain_lm_dir, arithmetic_jsonl, t
     assert set(levers) == {"sequential", "concurrent+stop=agreement+calibrated", "stop=selector"}
     assert levers["concurrent+stop=agreement+calibrated"]["threads"] == {"large": 1, "small": 1}
     assert "vs_sequential" in levers["stop=selector"] and "vs_sequential" not in levers["sequential"]
+    for lever in ("sequential", "stop=selector"):  # the wall time around each call holds every counted stage
+        assert levers[lever]["wall_s"] >= levers[lever]["end_to_end"] > 0
+    assert "Wall time per question" in (out / "latency.md").read_text()
     assert result["calibration"] is not None and 0 <= result["tau"] <= 1
     lo, hi = result["calibration_interval"]  # the dev accuracy's 95% interval, around the dev accuracy
     assert 0 <= lo <= result["calibration"]["accuracy"] <= hi <= 1 and hi - lo > 0.2  # 3 dev questions: wide

@@ -52,6 +52,52 @@ def test_training_boundaries_and_states_are_the_streams(cycle, one_thread):
     assert plain.generation.token_ids == ids
 
 
+@pytest.mark.parametrize(
+    ("max_new_tokens", "stop_at", "finish"),
+    [(23, None, "length"), (40, 2, "early_stop"), (23, 1, "early_stop")],
+)
+def test_recorded_states_are_the_teacher_forced_ones(cycle, one_thread, max_new_tokens, stop_at, finish):
+    """record_layer: the generation's hidden_states are each kept token's state from the decoding steps,
+    equal to a teacher-forced forward (what the relay's selector read before, at the cost of a second
+    forward), whether the stream ran to its cap or stopped at a boundary; no token changes."""
+    prompt = cycle.format_chat("What is 2 + 3?")
+    rule = None if stop_at is None else (lambda b: b.units >= stop_at)
+    stream = stream_generate(cycle, prompt, max_new_tokens=max_new_tokens, record_layer=-1, should_stop=rule)
+    gen = stream.generation
+    assert gen.finish_reason == finish
+    states = cycle.hidden_states_of([prompt], [gen.token_ids], layer=-1)[0]
+    assert gen.hidden_states.shape == states.shape
+    assert torch.allclose(gen.hidden_states, states.float(), atol=1e-4)
+    plain = stream_generate(cycle, prompt, max_new_tokens=max_new_tokens, should_stop=rule)
+    assert plain.generation.token_ids == gen.token_ids and plain.generation.hidden_states is None
+
+
+def test_streamed_relay_selects_on_the_streams_own_states(tiny_lm_dir, tmp_path, one_thread, monkeypatch):
+    """A relay whose selector reads hidden states, streaming (early stop on, never firing): the selector
+    gets the states the decoding steps computed (no second forward, whose time the latency did not count)
+    and selects what the non-streamed relay selects."""
+    from selector.scorer import ScorerConfig, TokenSelector
+
+    small = Agent.from_pretrained(str(tiny_lm_dir), device="cpu")
+    config = ScorerConfig(hidden_layer=-1, hidden_size=small.model.config.hidden_size, d_model=16,
+                          granularity="word", small_vocab_size=len(small.tokenizer))  # fmt: skip
+    torch.manual_seed(0)
+    selector = TokenSelector(config).eval()
+    folder = planted_head(tmp_path / "head", small.model.config.hidden_size, -8.0)
+    ex = [Example("q0", "What is 2 + 3?", "5")]
+    kw = dict(gate="always", reason_tokens=12, batch_size=1, budget=0.5, granularity="word")
+    plain = Relay(small, small, selector, RelayConfig(**kw)).run(ex, progress=False)[0]
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the streamed relay ran a second forward for the selector's states")
+
+    monkeypatch.setattr(small, "hidden_states_of", refuse)
+    cfg = RelayConfig(**kw, early_stop="head", stop_head=str(folder))
+    streamed = Relay(small, small, selector, cfg).run(ex, progress=False)[0]
+    assert streamed.small_finish == "length" and streamed.reasoning == plain.reasoning
+    assert streamed.transfer_text == plain.transfer_text and streamed.answer == plain.answer
+
+
 def test_answer_stated_labels():
     class Chars:  # a tokenizer whose tokens are characters
         def decode(self, ids, skip_special_tokens=True):

@@ -59,7 +59,8 @@ class Generation:
     prefill_s: float
     """Wall time of the batch's prefill and first token (shared by the batch's items)."""
     decode_s: float
-    """Wall time of the batch's remaining decode steps (shared by the batch's items)."""
+    """Wall time of the batch's remaining decode steps (shared by the batch's items), and of the forward
+    that computes ``hidden_states`` when they are asked for."""
     hidden_states: torch.Tensor | None = None
     """(new_tokens, hidden) at the requested layer, when asked for."""
     cached_tokens: int = 0

@@ -295,9 +295,11 @@ class Agent(PrefixTreeScoring):
             kv = cut_cache(copy.deepcopy(out.cache), width)  # a copy: callers crop and extend the original
             results[0].prompt_cache = PromptCache(text="", ids=batch["input_ids"][0], kv=kv)
         if hidden_layer is not None:
+            started = time.perf_counter()
             states = self._hidden_states(batch, new, [r.new_tokens for r in results], hidden_layer)
+            spent = time.perf_counter() - started  # a second forward the caller asked for: part of the decode
             for r, h in zip(results, states):
-                r.hidden_states = h
+                r.hidden_states, r.decode_s = h, r.decode_s + spent
         return results, (batch, out)
 
     @torch.inference_mode()

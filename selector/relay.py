@@ -403,7 +403,11 @@ class Relay:
         concurrent = cfg.concurrent and (
             self.gate.kind == "confidence" or (cfg.handoff_threads and cfg.batch_size == 1)
         )
-        return cfg.early_stop != "none" or concurrent
+        # A selector that reads hidden states gets them from a stream's decoding steps; one generate call
+        # needs a second forward over the reasoning for them (3.4 s per question for the real pair's fp16
+        # small model on this project's CPU): at batch 1, streaming costs nothing else.
+        states = self.hidden_layer is not None and cfg.batch_size == 1 and isinstance(self.small, Agent)
+        return cfg.early_stop != "none" or concurrent or states
 
     def _reason(
         self, batch: Sequence[Example], need: list[int], known: dict

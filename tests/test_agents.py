@@ -262,3 +262,23 @@ def test_a_prompt_resumes_from_an_earlier_prompts_cache(lm):
     assert other.cached_tokens == 0
     batch = lm.generate([hinted.text, direct.text], max_new_tokens=3, prefix=kept, keep_prompt=True)
     assert all(g.cached_tokens == 0 and g.prompt_cache is None for g in batch)
+
+
+def test_the_hidden_states_forward_is_counted_in_the_decode_time(tiny_lm_dir, monkeypatch):
+    """Hidden states asked of generate come from a second forward after decoding: its time is in decode_s
+    (a latency that sums stage times must not miss it). A planted 0.3 s delay in that forward shows up."""
+    import time
+
+    agent = Agent.from_pretrained(tiny_lm_dir, device="cpu")
+    prompt = [agent.format_chat("What is 2 + 3?")]
+    plain = agent.generate(prompt, max_new_tokens=4)[0]
+    real = agent._hidden_states
+
+    def slow(*args, **kwargs):
+        time.sleep(0.3)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(agent, "_hidden_states", slow)
+    timed = agent.generate(prompt, max_new_tokens=4, hidden_layer=-1)[0]
+    assert timed.token_ids == plain.token_ids and timed.hidden_states is not None
+    assert timed.decode_s >= 0.3 > plain.decode_s

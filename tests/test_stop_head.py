@@ -72,10 +72,13 @@ def test_recorded_states_are_the_teacher_forced_ones(cycle, one_thread, max_new_
     assert plain.generation.token_ids == gen.token_ids and plain.generation.hidden_states is None
 
 
-def test_streamed_relay_selects_on_the_streams_own_states(tiny_lm_dir, tmp_path, one_thread, monkeypatch):
-    """A relay whose selector reads hidden states, streaming (early stop on, never firing): the selector
-    gets the states the decoding steps computed (no second forward, whose time the latency did not count)
-    and selects what the non-streamed relay selects."""
+@pytest.mark.parametrize("early_stop", ["head", "none"])
+def test_streamed_relay_selects_on_the_streams_own_states(
+    tiny_lm_dir, tmp_path, one_thread, monkeypatch, early_stop
+):
+    """A batch-1 relay whose selector reads hidden states streams (with an early stop that never fires, or
+    none): the selector gets the states the decoding steps computed (no second forward over the reasoning,
+    whose time no stage counted) and selects what a batched relay (one generate call) selects."""
     from selector.scorer import ScorerConfig, TokenSelector
 
     small = Agent.from_pretrained(str(tiny_lm_dir), device="cpu")
@@ -85,15 +88,19 @@ def test_streamed_relay_selects_on_the_streams_own_states(tiny_lm_dir, tmp_path,
     selector = TokenSelector(config).eval()
     folder = planted_head(tmp_path / "head", small.model.config.hidden_size, -8.0)
     ex = [Example("q0", "What is 2 + 3?", "5")]
-    kw = dict(gate="always", reason_tokens=12, batch_size=1, budget=0.5, granularity="word")
-    plain = Relay(small, small, selector, RelayConfig(**kw)).run(ex, progress=False)[0]
+    kw = dict(gate="always", reason_tokens=12, budget=0.5, granularity="word")
+    batched = RelayConfig(**kw, batch_size=2)
+    assert not Relay(small, small, selector, batched).streams
+    plain = Relay(small, small, selector, batched).run(ex, progress=False)[0]
 
     def refuse(*args, **kwargs):
         raise AssertionError("the streamed relay ran a second forward for the selector's states")
 
     monkeypatch.setattr(small, "hidden_states_of", refuse)
-    cfg = RelayConfig(**kw, early_stop="head", stop_head=str(folder))
-    streamed = Relay(small, small, selector, cfg).run(ex, progress=False)[0]
+    stop = {"early_stop": "head", "stop_head": str(folder)} if early_stop == "head" else {}
+    relay = Relay(small, small, selector, RelayConfig(**kw, batch_size=1, **stop))
+    assert relay.streams
+    streamed = relay.run(ex, progress=False)[0]
     assert streamed.small_finish == "length" and streamed.reasoning == plain.reasoning
     assert streamed.transfer_text == plain.transfer_text and streamed.answer == plain.answer
 

@@ -274,3 +274,29 @@ def test_models_required_by_the_gate(large):
         Relay(None, large, "selfinfo", RelayConfig(gate="agreement"))
     with pytest.raises(ValueError, match="needs a large model"):
         Relay.from_config(RelayConfig(small="x"))
+
+
+def test_a_batch_one_relay_streams_an_image_question_for_a_hidden_selector(
+    tiny_vlm_dir, tmp_path, one_thread
+):
+    """A vision-language small model and a selector reading its hidden states: the batch-1 relay streams (the
+    states from its decoding steps, images in the prefill) and selects and answers as the batched relay does."""
+    import torch
+
+    from selector.scorer import ScorerConfig, TokenSelector
+
+    vlm = Agent.from_pretrained(tiny_vlm_dir, device="cpu")
+    text = getattr(vlm.model.config, "text_config", vlm.model.config)
+    config = ScorerConfig(hidden_layer=-1, hidden_size=text.hidden_size, d_model=16, granularity="word",
+                          small_vocab_size=len(vlm.tokenizer))  # fmt: skip
+    torch.manual_seed(0)
+    selector = TokenSelector(config).eval()
+    path = tmp_path / "red.png"
+    Image.new("RGB", (32, 32), (255, 0, 0)).save(path)
+    ex = [Example("v0", "What color is the image?", "red", images=[str(path)])]
+    kw = dict(gate="always", reason_tokens=8, budget=0.5, granularity="word")
+    one = Relay(vlm, vlm, selector, RelayConfig(**kw, batch_size=1))
+    assert one.streams
+    got = one.run(ex, progress=False)[0]
+    want = Relay(vlm, vlm, selector, RelayConfig(**kw, batch_size=2)).run(ex, progress=False)[0]
+    assert (got.reasoning, got.transfer_text, got.answer) == (want.reasoning, want.transfer_text, want.answer)

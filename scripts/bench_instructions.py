@@ -27,10 +27,13 @@ import torch
 
 from selector.agents import Agent
 from selector.answers import answers_match, extract_answer
+from selector.cmdline import run_command
 from selector.data import load_examples
 from selector.io import write_json_atomic
 from selector.progress import progress_bar
 from selector.prompts import PromptTemplate, reasoning_prompt
+
+PROG = "python -m scripts.bench_instructions"
 
 
 def parse_instructions(items: list[str], default: bool = True) -> dict[str, str]:
@@ -64,7 +67,7 @@ def summarize(rows: list[dict], cap: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m scripts.bench_instructions", description=__doc__,
+        prog=PROG, description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     parser.add_argument("--model", required=True, help="model folder or hub id")
@@ -84,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    try:
+
+    def body() -> None:
         instructions = parse_instructions(args.instruction, default=not args.no_default)
         if args.max_new_tokens < 1:
             raise ValueError(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
@@ -142,10 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, s in summary["rows"].items():
             print(f"| {name} | {s['median_tokens']:.0f} | {s['mean_tokens']:.0f} | {s['at_cap']} | "
                   f"{s['mean_seconds']:.2f} | {s['accuracy']:.1%} |")  # fmt: skip
-    except (ValueError, FileNotFoundError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_command(body, PROG)
 
 
 if __name__ == "__main__":

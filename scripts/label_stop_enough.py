@@ -33,12 +33,15 @@ import torch
 
 from selector.agent_types import Generation
 from selector.answers import answers_match
+from selector.cmdline import run_command
 from selector.data import Example
 from selector.gating import answer_from_generation
 from selector.progress import progress_bar
 from selector.relay import Relay, RelayConfig
 from selector.stop_head import unit_boundaries
 from selector.traces import load_traces
+
+PROG = "python -m scripts.label_stop_enough"
 
 
 def prefix_generation(trace: dict, k: int | None) -> Generation:
@@ -101,7 +104,7 @@ def label_trace(answer_of: RelayAnswerer, trace: dict, tokenizer) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m scripts.label_stop_enough", description=__doc__,
+        prog=PROG, description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     parser.add_argument("--traces", nargs="+", required=True, help="trace folders (with hidden states)")
@@ -118,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="JSON lines, one per trace (resumed when it exists)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    try:
+
+    def body() -> None:
         try:
             index, count = (int(x) for x in args.shard.split("/"))
         except ValueError:
@@ -154,10 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"labelled {len(todo)} traces ({len(done)} already in {out}); {answer_of.calls} large-model answers"
         )
-    except (ValueError, FileNotFoundError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_command(body, PROG)
 
 
 if __name__ == "__main__":

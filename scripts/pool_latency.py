@@ -19,9 +19,12 @@ import json
 import sys
 from pathlib import Path
 
+from selector.cmdline import run_command
 from selector.io import write_json_atomic
 
 from .bench_latency import paired_with_own
+
+PROG = "python -m scripts.pool_latency"
 
 
 def _jsonl(path: Path) -> list[dict]:
@@ -74,7 +77,7 @@ def pool(folders: list[Path], lever: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m scripts.pool_latency", description=__doc__,
+        prog=PROG, description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     parser.add_argument("folders", nargs="+", help="bench_latency output folders (one per question sample)")
@@ -83,21 +86,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", default=None, help="write the pooled figures here (JSON)")
     args = parser.parse_args(argv)
-    try:
+
+    def body() -> None:
         result = pool([Path(f) for f in args.folders], args.lever)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    for run in result["runs"]:
-        print(f"{run['folder']}: {run['questions']} questions, ratio {run['ratio']:.3f}")
-    low, high = result["ratio_ci"]
-    acc = result["accuracy_vs_own"]
-    print(f"pooled {result['questions']} questions: {result['mean_s']:.2f} s / {result['own_mean_s']:.2f} s = "
-          f"{result['ratio']:.3f} [{low:.3f}, {high:.3f}]; accuracy {result['accuracy']:.1%} vs the large model's own "
-          f"{result['own_accuracy']:.1%} (wins / losses / ties {acc['wins']}/{acc['losses']}/{acc['ties']})")  # fmt: skip
-    if args.out:
-        write_json_atomic(Path(args.out), result)
-    return 0
+        for run in result["runs"]:
+            print(f"{run['folder']}: {run['questions']} questions, ratio {run['ratio']:.3f}")
+        low, high = result["ratio_ci"]
+        acc = result["accuracy_vs_own"]
+        print(f"pooled {result['questions']} questions: {result['mean_s']:.2f} s / {result['own_mean_s']:.2f} s = "
+              f"{result['ratio']:.3f} [{low:.3f}, {high:.3f}]; accuracy {result['accuracy']:.1%} vs the large model's own "
+              f"{result['own_accuracy']:.1%} (wins / losses / ties {acc['wins']}/{acc['losses']}/{acc['ties']})")  # fmt: skip
+        if args.out:
+            write_json_atomic(Path(args.out), result)
+
+    return run_command(body, PROG)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from selector.cmdline import run_command
 from selector.io import write_json_atomic
 from selector.progress import progress_bar
 from selector.stop_head import StopHead, answer_stated_labels, unit_boundaries
@@ -37,6 +38,8 @@ from training.datamodule import split_of, task_of
 from .summarize_evals import auroc
 
 THRESHOLDS = (0.5, 0.8, 0.9, 0.95)
+
+PROG = "python -m scripts.train_stop_head"
 
 
 def read_labels(paths: list[str]) -> dict[str, dict]:
@@ -199,7 +202,7 @@ def format_table(table: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m scripts.train_stop_head", description=__doc__,
+        prog=PROG, description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     parser.add_argument("--traces", nargs="+", required=True, help="trace folders with hidden states")
@@ -225,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    try:
+
+    def body() -> None:
         out = Path(args.out)
         if out.exists() and any(out.iterdir()):
             raise ValueError(
@@ -269,10 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         if lofo is not None:
             write_json_atomic(out / "validation_lofo.json", lofo)
         print(f"wrote {out}")
-    except (ValueError, FileNotFoundError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_command(body, PROG)
 
 
 if __name__ == "__main__":

@@ -133,7 +133,7 @@ def run_command(entry: Callable[[], object], prog: str) -> int:
     """Run a command body, turning user errors into one clear line and exit status 2."""
     try:
         entry()
-    except (UsageError, ValueError, FileNotFoundError, KeyError) as err:
+    except (UsageError, ValueError, OSError, KeyError) as err:  # OSError: unreadable or unwritable paths too
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"{prog}: error: {message}", file=sys.stderr)
         return 2

@@ -88,6 +88,8 @@ class Boundary:
     """The trial answer on the current cache (computed on first call, then remembered)."""
     hidden: torch.Tensor | None = None
     """The hidden state of the last kept token at the stream's ``hidden_layer`` (when asked for)."""
+    states: torch.Tensor | None = None
+    """Each kept token's state at the stream's ``record_layer`` (when asked for): what a selector reads."""
 
 
 @dataclass
@@ -228,6 +230,7 @@ def stream_generate(
                     tok.decode(kept, skip_special_tokens=True),
                     trial,
                     hidden=hidden,
+                    states=torch.stack(recorded[: len(kept)]) if record_layer is not None and kept else None,
                 )
                 stop = should_stop(point)
                 result.checks += 1
@@ -263,9 +266,7 @@ def stream_generate(
     return result
 
 
-def stop_rule(
-    relay, ex, prompt: str, direct: Callable[[], tuple | None]
-) -> Callable[[Boundary], bool] | None:
+def stop_rule(relay, ex, direct: Callable[[], tuple | None]) -> Callable[[Boundary], bool] | None:
     """The relay's early-stop check for one question (None: never stop).
 
     ``direct()`` gives the large model's (answer, probability) once known, else None; the
@@ -290,10 +291,7 @@ def stop_rule(
             return t.answer is not None and answers_match(t.answer, known[0]) and (t.prob or 0) >= threshold
         # selector: none of the newest units would be kept at the budget
         gen = Generation(b.text, b.token_ids, b.logprobs, "early_stop", 0, len(b.token_ids), 0.0, 0.0)
-        if relay.hidden_layer is not None:
-            gen.hidden_states = relay.small.hidden_states_of(
-                [prompt], [b.token_ids], images=[ex.images], layer=relay.hidden_layer
-            )[0]
+        gen.hidden_states = b.states  # the stream records the selector's layer (reason_streams)
         mask = relay._select(ex, gen).mask
         return len(mask) > every and not any(mask[-every:])
 
@@ -325,7 +323,7 @@ def reason_streams(relay, batch: Sequence, need: list[int], known: dict) -> list
 
         stream = stream_generate(
             relay.small, prompt.text, images=prompt.images, max_new_tokens=cfg.reason_tokens,
-            should_stop=stop_rule(relay, ex, prompt.text, lambda i=i: known.get(i)),
+            should_stop=stop_rule(relay, ex, lambda i=i: known.get(i)),
             check_every=cfg.check_every, cue=cfg.stop_cue, trial_tokens=cfg.trial_tokens, cancel=cancel,
             hidden_layer=relay.stop_head.hidden_layer if cfg.early_stop == "head" else None,
             record_layer=relay.hidden_layer,  # the selector's states come with the decoding steps

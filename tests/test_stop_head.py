@@ -273,3 +273,24 @@ def test_the_shipped_stop_head_loads_and_fits_its_small_model():
         )
     overall = json.loads((folder / "validation.json").read_text())[-1]
     assert overall["task"] == "all" and overall["auroc"] > 0.8
+
+
+def test_the_selector_signal_reads_the_streams_states(cycle, one_thread, monkeypatch):
+    """early_stop selector with a selector that reads hidden states: each check scores the reasoning so far
+    on the states the stream recorded, never a second forward over it."""
+    from selector.scorer import ScorerConfig, TokenSelector
+
+    small = cycle  # monkeypatch restores it after the test
+    config = ScorerConfig(hidden_layer=-1, hidden_size=small.model.config.hidden_size, d_model=16,
+                          granularity="word", small_vocab_size=len(small.tokenizer))  # fmt: skip
+    torch.manual_seed(0)
+    selector = TokenSelector(config).eval()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a check ran a second forward for the selector's states")
+
+    monkeypatch.setattr(small, "hidden_states_of", refuse)
+    cfg = RelayConfig(gate="always", reason_tokens=30, batch_size=1, budget=0.5, granularity="word",
+                      early_stop="selector")  # fmt: skip
+    r = Relay(small, small, selector, cfg).run([Example("q0", "What is 2 + 3?", "5")], progress=False)[0]
+    assert r.stop_checks >= 1 and r.reasoning is not None

@@ -63,6 +63,9 @@ class Generation:
     that computes ``hidden_states`` when they are asked for."""
     hidden_states: torch.Tensor | None = None
     """(new_tokens, hidden) at the requested layer, when asked for."""
+    hidden_s: float = 0.0
+    """Of ``decode_s``, the seconds of the forward that computed ``hidden_states`` (0 when none ran): a
+    reading of the reasoning for itself (the small model's own answer) does not pay for it."""
     cached_tokens: int = 0
     """Prompt tokens taken from a ``PromptCache`` instead of prefilled (``prefill_s`` ran the rest)."""
     prompt_cache: Any = None

@@ -299,7 +299,7 @@ class Agent(PrefixTreeScoring):
             states = self._hidden_states(batch, new, [r.new_tokens for r in results], hidden_layer)
             spent = time.perf_counter() - started  # a second forward the caller asked for: part of the decode
             for r, h in zip(results, states):
-                r.hidden_states, r.decode_s = h, r.decode_s + spent
+                r.hidden_states, r.decode_s, r.hidden_s = h, r.decode_s + spent, spent
         return results, (batch, out)
 
     @torch.inference_mode()

@@ -282,3 +282,5 @@ def test_the_hidden_states_forward_is_counted_in_the_decode_time(tiny_lm_dir, mo
     timed = agent.generate(prompt, max_new_tokens=4, hidden_layer=-1)[0]
     assert timed.token_ids == plain.token_ids and timed.hidden_states is not None
     assert timed.decode_s >= 0.3 > plain.decode_s
+    # ... and said apart, for a reading of the reasoning that needs no states (the small model's own answer)
+    assert timed.hidden_s >= 0.3 and timed.decode_s - timed.hidden_s < 0.3 and plain.hidden_s == 0

@@ -147,3 +147,28 @@ def test_calibrate_command_and_its_refusals(dev_eval, tmp_path, capsys):
         assert code == 2 and message in err and "Traceback" not in err
     assert main(["calibrate", "--eval", str(tmp_path / "missing"), "--target-accuracy", "0.5"]) == 2
     assert "records.jsonl does not exist" in capsys.readouterr().err
+
+
+def test_the_calibrated_config_keeps_every_option_that_changes_the_relay(dev_eval, tmp_path):
+    """A dev run with the small model at its own dtype (and other answer-changing options) is calibrated
+    into a config that runs that same relay: nothing silently falls back to a default."""
+    result = json.loads((dev_eval / "results.json").read_text())
+    result["config"] = {
+        "selectors": ["selfinfo"],
+        "relay": {"granularity": "sentence", "reason_tokens": 200, "device": "cpu", "dtype": "bfloat16",
+                  "small_dtype": "float16", "keep_answer_line": True, "reuse_prompt": False, "seed": 3},
+    }  # fmt: skip
+    (dev_eval / "results.json").write_text(json.dumps(result))
+    out = tmp_path / "relay.yaml"
+    calibrate(CalibrateConfig(eval=str(dev_eval), out=str(out), target_accuracy=0.9))
+    relay = parse_config(
+        InferConfig, ["--config", str(out), "--question", "2 + 3?"], "tokenrelay infer"
+    ).relay
+    assert (relay.dtype, relay.small_dtype, relay.keep_answer_line, relay.reuse_prompt, relay.seed) == (
+        "bfloat16",
+        "float16",
+        True,
+        False,
+        3,
+    )
+    assert (relay.granularity, relay.reason_tokens, relay.gate) == ("sentence", 200, "confidence")

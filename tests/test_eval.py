@@ -279,6 +279,40 @@ def test_a_trained_selector_added_later_reads_states_without_regenerating(
     assert again["rows"] == grown["rows"]
 
 
+def test_the_small_models_own_reasoning_does_not_pay_for_the_selectors_hidden_states(
+    tiny_lm_dir, tiny_plain_lm_dir, arithmetic_jsonl, hidden_selector_dir, tmp_path
+):
+    """One generation serves both rows; only the relay reads hidden states, so only its small-reasoning
+    stage carries their forward (a planted 0.3 s delay), not the small model's own answer."""
+    import time
+
+    class SlowStates(Agent):
+        def _hidden_states(self, *args, **kwargs):
+            time.sleep(0.3)
+            return super()._hidden_states(*args, **kwargs)
+
+    small = SlowStates.from_pretrained(tiny_lm_dir, device="cpu")
+    large = Agent.from_pretrained(tiny_plain_lm_dir, device="cpu")
+    config = _config(
+        arithmetic_jsonl, tiny_lm_dir, tiny_plain_lm_dir, tmp_path, selectors=[str(hidden_selector_dir)],
+        budgets=[0.5], gates=["always"], conditions=["small_reasoning", "relay"],
+    )  # fmt: skip
+
+    def stages() -> dict:
+        run_eval(config, agents=(small, large), progress=False)
+        out = {}
+        for line in (tmp_path / "records.jsonl").read_text().splitlines():
+            r = json.loads(line)
+            out[r["condition"], r["id"]] = r["stages"]["small_reasoning"]["seconds"]
+        return out
+
+    stage = stages()
+    for i in {i for _, i in stage}:
+        own, relay = stage["small_reasoning", i], stage["relay:tiny-selector@0.5:always", i]
+        assert relay - own >= 0.3 and own < 0.3
+    assert stages() == stage  # the cache keeps the split
+
+
 def test_a_selector_whose_floor_is_above_every_score_sends_nothing(
     agents, tiny_lm_dir, tiny_plain_lm_dir, arithmetic_jsonl, tmp_path
 ):

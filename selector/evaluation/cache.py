@@ -400,5 +400,6 @@ def _generation_value(gen: Generation) -> dict:
         "new_tokens": gen.new_tokens,
         "prefill_s": gen.prefill_s,
         "decode_s": gen.decode_s,
+        "hidden_s": gen.hidden_s,
         "cached_tokens": gen.cached_tokens,
     }

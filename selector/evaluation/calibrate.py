@@ -42,9 +42,11 @@ __all__ = [
 ]
 
 PROG = "tokenrelay calibrate"
-RELAY_FIELDS = ("granularity", "force_numbers", "force_last", "selfinfo_reduce", "reason_tokens",
-                "answer_tokens", "dtype", "device", "seed")  # fmt: skip
-"""Eval options carried into the calibrated relay config as they were on the dev run."""
+RELAY_FIELDS = ("granularity", "force_numbers", "force_last", "keep_answer_line", "selfinfo_reduce",
+                "reason_tokens", "answer_tokens", "dtype", "small_dtype", "device", "seed", "reuse_prompt")  # fmt: skip
+"""Eval options carried into the calibrated relay config as they were on the dev run: every one that
+changes what a model writes or how fast (a small model at another dtype decodes other text at another
+speed), so `infer` runs the relay that was calibrated."""
 
 
 @dataclass

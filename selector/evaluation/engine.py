@@ -235,7 +235,9 @@ def run_eval(
             if reasoner is not None:
                 gens = reasoner.reason(batch)
                 for ex, gen in zip(batch, gens):
-                    stats = StageStats(gen.prefill_s + gen.decode_s, gen.prompt_tokens, gen.new_tokens)
+                    # The small model's own answer needs no hidden states: their forward is not its time.
+                    seconds = gen.prefill_s + gen.decode_s - gen.hidden_s
+                    stats = StageStats(seconds, gen.prompt_tokens, gen.new_tokens)
                     r = _reasoning_result(ex, gen, "small", {"small_reasoning": stats})
                     r.reasoning, r.small_answer = gen.text, r.answer
                     small_results.append(r)

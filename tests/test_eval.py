@@ -274,6 +274,13 @@ def test_a_trained_selector_added_later_reads_states_without_regenerating(
     new = {r["condition"]: r for r in grown["rows"]}
     assert new["small_reasoning"] == old["small_reasoning"]  # same text, same measured times
     assert "relay:tiny-selector@0.5:always" in new
+    # ... but the relay that reads the states pays for their forward, as if generate had computed them
+    stage = {}
+    for line in (tmp_path / "records.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        stage[r["condition"], r["id"]] = r["stages"]["small_reasoning"]["seconds"]
+    for _, i in [k for k in stage if k[0] == "small_reasoning"]:
+        assert stage["relay:tiny-selector@0.5:always", i] > stage["small_reasoning", i]
     again = run(["first", str(hidden_selector_dir)])
     assert small.calls == Counter()  # the states were cached too
     assert again["rows"] == grown["rows"]

@@ -249,18 +249,24 @@ class CachedAgent:
             self.cache.put(entries)
         if stateless:
             # A cached generation lacking this layer's states gets them from one forward over its own
-            # tokens: no second generation, and its text and measured times stay as they were.
+            # tokens: no second generation, and its text stays as it was. A reader of states pays for
+            # one such forward, as when generate computes them: its time joins decode_s (and hidden_s,
+            # which a reading of the reasoning for itself leaves out) unless one was counted already.
+            started = time.perf_counter()
             states = self.agent.hidden_states_of(
                 [prompts[i] for i in stateless],
                 [self.cache.get(keys[i])["value"]["token_ids"] for i in stateless],
                 images=[images[i] for i in stateless],
                 layer=hidden_layer,
             )
+            spent = time.perf_counter() - started
             entries = []
             for i, h in zip(stateless, states):
                 old = self.cache.get(keys[i])
                 value = {**old["value"], "hidden": dict(old["value"]["hidden"])}
                 value["hidden"][str(hidden_layer)] = self.cache.save_tensor(f"{keys[i]}-L{hidden_layer}", h)
+                if not value.get("hidden_s"):
+                    value["decode_s"], value["hidden_s"] = value["decode_s"] + spent, spent
                 entries.append({**old, "value": value})
             self.cache.put(entries)
         gens = [self._generation(self.cache.get(k)["value"], hidden_layer) for k in keys]

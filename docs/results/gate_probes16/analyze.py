@@ -24,6 +24,8 @@ import random
 import sys
 from pathlib import Path
 
+from selector.gating import answer_probability
+
 HERE = Path(__file__).parent
 RUNS = Path(os.environ.get("RUNS", "runs"))
 DATA = Path("data")
@@ -43,22 +45,21 @@ def auroc(scores: list[float], labels: list[bool]) -> float:
     return sum((p > n) + 0.5 * (p == n) for p in pos for n in neg) / len(pos) / len(neg)
 
 
-def line_logprobs(tok, ids: list[int], logprobs: list[float]) -> tuple[list[float], list[float]]:
-    """The answer line's log-probs with and without its leading whitespace-only tokens."""
-    all_line, stripped = [], []
+def line_logprobs(tok, ids: list[int], logprobs: list[float]) -> list[float]:
+    """The answer line's log-probs, its leading whitespace-only tokens included (the gate's measure,
+    ``selector.gating.answer_probability``, skips them)."""
+    line = []
     for k, lp in enumerate(logprobs):
         if "\n" in tok.decode(ids[:k], skip_special_tokens=True).lstrip():
             break
-        all_line.append(lp)
-        if tok.decode(ids[: k + 1], skip_special_tokens=True).strip():
-            stripped.append(lp)
-    return all_line, stripped
+        line.append(lp)
+    return line
 
 
 def measures(tok, gen: dict) -> dict[str, float]:
-    full, stripped = line_logprobs(tok, gen["token_ids"], gen["logprobs"])
+    full = line_logprobs(tok, gen["token_ids"], gen["logprobs"])
     return {
-        "dp": math.exp(sum(stripped) / len(stripped)) if stripped else 0.0,
+        "dp": answer_probability(tok, gen["token_ids"], gen["logprobs"]) or 0.0,
         "mean_line": math.exp(sum(full) / len(full)) if full else 0.0,
         "joint": math.exp(sum(full)),
     }

@@ -103,6 +103,21 @@ def bench_model(path: str, dtypes: list[str], args) -> list[dict]:
     return rows
 
 
+def fastest(rows: list[dict]) -> dict[str, dict[str, str]]:
+    """Per model, the dtype with the shortest prefill and the one with the shortest decode step: what to set as a
+    relay's ``dtype`` (the large model answers from a long prompt: prefill-bound) and ``small_dtype`` (the small model
+    reasons: decode-bound). The two can differ, and differ between CPUs (float16 decoded fastest on an AMD EPYC
+    without float16 units, bfloat16 on an Intel Xeon with AMX)."""
+    models = dict.fromkeys(r["model"] for r in rows)
+    return {
+        m: {
+            phase: min((r for r in rows if r["model"] == m), key=lambda r: r[key])["dtype"]
+            for phase, key in (("prefill", "prefill_s"), ("decode", "decode_s_per_token"))
+        }
+        for m in models
+    }
+
+
 def print_table(rows: list[dict]) -> None:
     """Ratios and differences are against each model's reference dtype (float32 when measured)."""
     print(f"{'model':<32}{'dtype':<10}{'units':>6}{'prefill s':>11}{'ratio':>7}{'decode s/tok':>14}{'ratio':>7}"
@@ -146,10 +161,13 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     rows = [row for m in models for row in bench_model(m, dtypes, args)]
     print_table(rows)
+    best = fastest(rows)
+    for model, phases in best.items():
+        print(f"fastest here: {model}: prefill {phases['prefill']}, decode {phases['decode']}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     meta = {"threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
-    write_json_atomic(out / "bench_dtype.json", {**meta, "args": vars(args), "rows": rows})
+    write_json_atomic(out / "bench_dtype.json", {**meta, "args": vars(args), "rows": rows, "fastest": best})
     return 0
 
 

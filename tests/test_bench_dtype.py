@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from scripts.bench_dtype import main
+from scripts.bench_dtype import fastest, main
 
 
 def test_bench_dtype_writes_a_row_per_model_and_dtype(tiny_lm_dir, tmp_path, capsys):
@@ -22,7 +22,27 @@ def test_bench_dtype_writes_a_row_per_model_and_dtype(tiny_lm_dir, tmp_path, cap
     low = rows["bfloat16"]
     assert low["prefill_s"] > 0 and low["decode_s_per_token"] > 0 and low["reference_dtype"] == "float32"
     assert abs(low["gold_logprob_diff"]) < 5.0  # a rounding difference, not another model
-    assert "bfloat16" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "bfloat16" in printed
+    # the recommendation is the measured minimum of each phase, printed and saved
+    best = result["fastest"][tiny_lm_dir.name]
+    assert best["prefill"] == min(rows.values(), key=lambda r: r["prefill_s"])["dtype"]
+    assert best["decode"] == min(rows.values(), key=lambda r: r["decode_s_per_token"])["dtype"]
+    assert f"prefill {best['prefill']}, decode {best['decode']}" in printed
+
+
+def test_fastest_picks_each_phase_per_model_on_constructed_rows():
+    rows = [
+        {"model": "a", "dtype": "float32", "prefill_s": 1.0, "decode_s_per_token": 0.08},
+        {"model": "a", "dtype": "bfloat16", "prefill_s": 0.4, "decode_s_per_token": 0.09},
+        {"model": "a", "dtype": "float16", "prefill_s": 2.0, "decode_s_per_token": 0.05},
+        {"model": "b", "dtype": "float32", "prefill_s": 0.3, "decode_s_per_token": 0.2},
+        {"model": "b", "dtype": "bfloat16", "prefill_s": 0.5, "decode_s_per_token": 0.1},
+    ]
+    assert fastest(rows) == {
+        "a": {"prefill": "bfloat16", "decode": "float16"},
+        "b": {"prefill": "float32", "decode": "bfloat16"},
+    }
 
 
 @pytest.mark.parametrize(

@@ -21,23 +21,12 @@ import json
 import random
 from pathlib import Path
 
+from selector.evaluation.paired import HEURISTICS, paired_comparison
+
 HERE = Path(__file__).parent
 ROOT = HERE.parent / "selector_multitask5"
 RELEASE = "pointwise-fallback-nothing-300"
-HEURISTICS = ["first", "last", "random", "selfinfo"]
 GATE = "small_confidence"
-
-
-def interval(diffs: list[float], n: int = 2000, seed: int = 0) -> tuple[float, float]:
-    rng = random.Random(seed)
-    m = len(diffs)
-    means = sorted(sum(diffs[rng.randrange(m)] for _ in range(m)) / m for _ in range(n))
-    return means[int(0.025 * n)], means[int(0.975 * n)]
-
-
-def summary(diffs: list[float]) -> dict:
-    lo, hi = interval(diffs)
-    return {"mean": sum(diffs) / len(diffs), "lo": lo, "hi": hi, "n": len(diffs)}
 
 
 def load(task_dir: Path) -> tuple[dict, dict, list[str]]:
@@ -53,8 +42,11 @@ def load(task_dir: Path) -> tuple[dict, dict, list[str]]:
 
 def main() -> None:
     out: dict = {"fallback": {}, "crossfit": {}}
-    pooled: dict[str, list[float]] = {k: [] for k in ["release", *(f"fallback={h}" for h in HEURISTICS)]}
-    pooled_cf: list[float] = []
+    # each side of every comparison, pooled over tasks: (the variant's gold log-probs, the heuristic's)
+    pooled: dict[str, tuple[list, list]] = {
+        k: ([], []) for k in ["release", *(f"fallback={h}" for h in HEURISTICS)]
+    }
+    pooled_cf: tuple[list, list] = ([], [])
     for task_dir in sorted(p for p in ROOT.iterdir() if (p / "records.jsonl.gz").exists()):
         release, heur, ids = load(task_dir)
         glp = {h: {i: heur[h][i]["gold_logprob"] for i in ids} for h in HEURISTICS}
@@ -67,9 +59,10 @@ def main() -> None:
                 i: glp[h][i] if release[i]["selector_fallback"] else release[i]["gold_logprob"] for i in ids
             }
         for name, values in variants.items():
-            diffs = [values[i] - glp[best][i] for i in ids]
-            task[name] = summary(diffs)
-            pooled[name] += diffs
+            a, b = [values[i] for i in ids], [glp[best][i] for i in ids]
+            task[name] = paired_comparison(a, b)
+            pooled[name][0].extend(a)
+            pooled[name][1].extend(b)
         out["fallback"][task_dir.name] = task
 
         rng = random.Random(1)
@@ -81,30 +74,37 @@ def main() -> None:
             for train, test in ((order[:half], order[half:]), (order[half:], order[:half])):
                 chosen = max(HEURISTICS, key=lambda h: sum(glp[h][i] for i in train))
                 for i in test:
-                    per_problem[i].append(release[i]["gold_logprob"] - glp[chosen][i])
-        diffs = [sum(v) / len(v) for v in per_problem.values()]
-        pooled_cf += diffs
-        out["crossfit"][task_dir.name] = {"hindsight": task["release"], "crossfitted": summary(diffs)}
+                    per_problem[i].append(glp[chosen][i])
+        a = [release[i]["gold_logprob"] for i in ids]
+        b = [sum(per_problem[i]) / len(per_problem[i]) for i in ids]  # the heuristic the other halves chose
+        pooled_cf[0].extend(a)
+        pooled_cf[1].extend(b)
+        out["crossfit"][task_dir.name] = {
+            "hindsight": task["release"],
+            "crossfitted": paired_comparison(a, b),
+        }
 
-    out["fallback_pooled"] = {k: summary(v) for k, v in pooled.items()}
+    out["fallback_pooled"] = {k: paired_comparison(*v) for k, v in pooled.items()}
     out["fallback_losses"] = {
-        k: sorted(t for t, row in out["fallback"].items() if row[k]["hi"] < 0) for k in pooled
+        k: sorted(t for t, row in out["fallback"].items() if row[k]["ci_high"] < 0) for k in pooled
     }
     out["fallback_wins"] = {
-        k: sorted(t for t, row in out["fallback"].items() if row[k]["lo"] > 0) for k in pooled
+        k: sorted(t for t, row in out["fallback"].items() if row[k]["ci_low"] > 0) for k in pooled
     }
-    out["crossfit_pooled"] = summary(pooled_cf)
-    out["crossfit_losses"] = sorted(t for t, row in out["crossfit"].items() if row["crossfitted"]["hi"] < 0)
+    out["crossfit_pooled"] = paired_comparison(*pooled_cf)
+    out["crossfit_losses"] = sorted(
+        t for t, row in out["crossfit"].items() if row["crossfitted"]["ci_high"] < 0
+    )
     (HERE / "posthoc.json").write_text(json.dumps(out, indent=1) + "\n")
     print(f"{'variant':22s} {'pooled vs best (800)':>28s}  wins  losses")
     for k, s in out["fallback_pooled"].items():
         print(
-            f"{k:22s} {s['mean']:+.3f} [{s['lo']:+.3f}, {s['hi']:+.3f}]      "
+            f"{k:22s} {s['mean_diff']:+.3f} [{s['ci_low']:+.3f}, {s['ci_high']:+.3f}]      "
             f"{len(out['fallback_wins'][k]):3d}  {len(out['fallback_losses'][k]):3d} {out['fallback_losses'][k]}"
         )
     s = out["crossfit_pooled"]
     print(
-        f"cross-fitted heuristic: pooled {s['mean']:+.3f} [{s['lo']:+.3f}, {s['hi']:+.3f}], losses {out['crossfit_losses']}"
+        f"cross-fitted heuristic: pooled {s['mean_diff']:+.3f} [{s['ci_low']:+.3f}, {s['ci_high']:+.3f}], losses {out['crossfit_losses']}"
     )
 
 

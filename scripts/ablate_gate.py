@@ -174,6 +174,7 @@ def run_sweep(config: GateSweepConfig, small=None, large=None, progress: bool = 
     if large is None or small is None:
         from selector.agents import Agent
 
+        relay = relay.resolve_dtypes()
         large = large or Agent.from_pretrained(relay.large, **relay.load_kwargs("large"))
         small = small or Agent.from_pretrained(relay.small, **relay.load_kwargs("small"))
     rows: list[dict] = []

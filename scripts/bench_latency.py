@@ -36,17 +36,17 @@ import math
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from selector.agent_types import DTYPES
 from selector.agents import Agent
 from selector.cmdline import parse_config, run_command
 from selector.data import load_examples
+from selector.dtype_choice import FASTEST, fastest_dtype, report
 from selector.early_stop import STOP_SIGNALS
 from selector.evaluation import RELAY_GATES, EvalConfig, run_eval
 from selector.evaluation.cache import digest
@@ -56,6 +56,7 @@ from selector.evaluation.report import condition_metrics, pareto_front, plot_lat
 from selector.io import write_json_atomic, write_text_atomic
 from selector.progress import progress_bar
 from selector.relay import Relay, RelayConfig, RelayResult, StageStats
+from selector.relay_config import DTYPE_CHOICES
 
 PROG = "python -m scripts.bench_latency"
 CALIBRATION_TARGETS = ("always", "large_reasoning")
@@ -99,8 +100,9 @@ class BenchLatencyConfig:
     large_reason_dtype: str | None = None
     """Dtype of the large model's own-reasoning baseline (None: relay.dtype), so the baseline runs at its own
     fastest dtype: on a CPU with bfloat16 but no float16 units the relay's prefill-bound large stages are
-    fastest in bfloat16, a decode-bound reasoning in float16 (scripts.bench_dtype). Loads the large model
-    a second time; its outputs go to OUT/own_eval (and OUT/dev_own_eval)."""
+    fastest in bfloat16, a decode-bound reasoning in float16 (scripts.bench_dtype); ``fastest`` measures it as
+    a reasoning workload (selector.dtype_choice). Loads the large model a second time when it differs from the
+    relay's; its outputs go to OUT/own_eval (and OUT/dev_own_eval)."""
     calibrate_to: str = "always"
     """Calibration target when target_accuracy is not given: 'always' (the dev accuracy of always
     transferring) or 'large_reasoning' (the large model's own accuracy on the dev questions, which it then
@@ -153,14 +155,25 @@ class BenchLatencyConfig:
             raise ValueError(f"calibration_margin must be in [0, 1), got {self.calibration_margin}")
         if self.calibrate_to not in CALIBRATION_TARGETS:
             raise ValueError(f"calibrate_to must be one of {CALIBRATION_TARGETS}, got {self.calibrate_to!r}")
-        if self.large_reason_dtype is not None and self.large_reason_dtype not in (*DTYPES, "auto"):
+        if self.large_reason_dtype is not None and self.large_reason_dtype not in DTYPE_CHOICES:
             raise ValueError(
-                f"large_reason_dtype must be one of {[*DTYPES, 'auto']}, got {self.large_reason_dtype!r}"
+                f"large_reason_dtype must be one of {list(DTYPE_CHOICES)}, got {self.large_reason_dtype!r}"
             )
         # Every relay setting is checked now, before any model loads.
         for lever in self.levers:
             self.lever_config(lever, self.relay.tau)
         self.eval_config()
+
+    def resolve_dtypes(self, log: Callable[[str], None] | None = report) -> BenchLatencyConfig:
+        """This config with ``fastest`` measured: the relay's models for their jobs, and the large model's own
+        reasoning (``large_reason_dtype``) as a reasoning workload, so the baseline is at its fastest too."""
+        own = self.large_reason_dtype
+        if own == FASTEST:
+            choice = fastest_dtype(self.relay.large, "reason", device=self.relay.device)
+            if log is not None:
+                log(f"dtype fastest, the large model's own reasoning: {choice.summary()}")
+            own = choice.dtype
+        return replace(self, relay=self.relay.resolve_dtypes(log), large_reason_dtype=own)
 
     @property
     def separate_own(self) -> bool:
@@ -261,7 +274,8 @@ def run_bench(
             )
         (out / "eval").mkdir(parents=True, exist_ok=True)
         shutil.copytree(Path(config.seed_cache) / "cache", out / "eval" / "cache")
-    if agents is None:
+    if agents is None:  # `fastest` dtypes measured (or read from this machine's cache) before loading
+        config = config.resolve_dtypes()
         agents = (
             Agent.from_pretrained(config.relay.small, **config.relay.load_kwargs("small")),
             Agent.from_pretrained(config.relay.large, **config.relay.load_kwargs("large")),

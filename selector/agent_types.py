@@ -39,6 +39,11 @@ class AgentConfig:
     def __post_init__(self) -> None:
         if not str(self.path).strip():
             raise ValueError("AgentConfig.path is empty: give a local model folder or a hub id")
+        if self.dtype == "fastest":
+            raise ValueError(
+                "dtype 'fastest' depends on the model's job: set it in a relay config (RelayConfig.resolve_dtypes "
+                "measures it) or call selector.dtype_choice.fastest_dtype(path, 'answer' | 'reason')"
+            )
         if self.dtype not in (*DTYPES, "auto"):
             raise ValueError(f"dtype must be one of {[*DTYPES, 'auto']}, got {self.dtype!r}")
 

@@ -149,6 +149,7 @@ class Relay:
         if config.small is None and config.gate != "never":
             raise ValueError(f"gate {config.gate!r} needs a small model (small=...)")
         selector = load_selector(config.selector, **config.selector_kwargs())
+        config = config.resolve_dtypes()
         large = Agent.from_pretrained(config.large, **config.load_kwargs("large"))
         small = (
             Agent.from_pretrained(config.small, **config.load_kwargs("small"))

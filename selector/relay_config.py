@@ -4,19 +4,23 @@ per-stage ``StageStats``); the ``Relay`` itself is in ``selector.relay``, which 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal, get_args
+
+import torch
 
 from .agent_types import DTYPES
 from .baselines import check_selector_name
 from .data import Example
+from .dtype_choice import FASTEST, fastest_dtype, report
 from .early_stop import check_early_stop
 from .gating import check_gate
 from .selection import DEFAULT_BUDGETS, Budget, BudgetKind, check_budget
 
 __all__ = [
+    "DTYPE_CHOICES",
     "GRANULARITY_CHOICES",
     "STAGES",
     "Granularity",
@@ -26,6 +30,7 @@ __all__ = [
     "check_images",
 ]
 
+DTYPE_CHOICES = (*DTYPES, "auto", FASTEST)
 STAGES = ("large_direct", "small_reasoning", "selection", "large_prefill", "large_decode")
 Granularity = Literal["token", "word", "sentence", "auto"]
 GRANULARITY_CHOICES: tuple[str, ...] = get_args(Granularity)
@@ -95,8 +100,9 @@ class RelayConfig:
     stop_cue: str = "\nAnswer:"
     """Early stop: the text fed after the reasoning so far to read the small model's trial answer."""
     dtype: str = "float32"
-    """Model dtype: float32, bfloat16, float16 or auto (the large model's, and the small one's unless
-    ``small_dtype`` says otherwise)."""
+    """Model dtype: float32, bfloat16, float16, auto (the checkpoint's own) or fastest (measured on this
+    machine once, then cached: selector.dtype_choice; the large model for answering, the small one for
+    reasoning). The large model's, and the small one's unless ``small_dtype`` says otherwise."""
     small_dtype: str | None = None
     """The small model's dtype where it should differ from ``dtype`` (None: the same). E.g. a float32
     small model beside a bfloat16 large one: the hidden states and self-information a selector reads
@@ -119,8 +125,8 @@ class RelayConfig:
     def __post_init__(self) -> None:
         for name in ("dtype", "small_dtype"):
             value = getattr(self, name)
-            if value is not None and value not in (*DTYPES, "auto"):
-                raise ValueError(f"{name} must be one of {[*DTYPES, 'auto']}, got {value!r}")
+            if value is not None and value not in DTYPE_CHOICES:
+                raise ValueError(f"{name} must be one of {list(DTYPE_CHOICES)}, got {value!r}")
         check_budget(self.budget_kind, self.budget_value)
         check_gate(self.gate, self.tau, self.small_tau)
         check_selector_name(self.selector)
@@ -169,6 +175,29 @@ class RelayConfig:
         """``Agent.from_pretrained`` options of the small or the large model."""
         dtype = self.small_dtype if role == "small" and self.small_dtype is not None else self.dtype
         return {"dtype": dtype, "device": self.device}
+
+    def resolve_dtypes(
+        self, log: Callable[[str], None] | None = report, roles: Sequence[str] = ("large", "small")
+    ) -> RelayConfig:
+        """This config with ``fastest`` replaced by the dtype measured (or cached) on this machine: the large
+        model's for answering, the small model's for reasoning (of ``roles``: models loaded here, not behind
+        an endpoint). Other values are returned as they are."""
+        device = "cuda" if self.device == "auto" and torch.cuda.is_available() else self.device
+        device = "cpu" if device == "auto" else device
+
+        def measured(role: str, path: str | None, workload: str) -> str | None:
+            if path is None or role not in roles or self.load_kwargs(role)["dtype"] != FASTEST:
+                return None
+            choice = fastest_dtype(path, workload, device=device)
+            if log is not None:
+                log(f"dtype fastest, {role} model {path}: {choice.summary()}")
+            return choice.dtype
+
+        large_dtype = measured("large", self.large, "answer") or self.dtype
+        small_dtype = measured("small", self.small, "reason") or self.small_dtype
+        if large_dtype == self.dtype and small_dtype == self.small_dtype:
+            return self
+        return replace(self, dtype=large_dtype, small_dtype=small_dtype)
 
     def selector_kwargs(self, name: str | None = None) -> dict:
         """Constructor options for the baseline ``name`` (default: this config's selector)."""

@@ -185,6 +185,11 @@ def run_eval(
         hidden = [s for s, b in backbone.items() if b == "hidden"]
         if hidden:  # refused before any model is loaded or called
             raise ValueError(f"selector {hidden[0]!r}: {HIDDEN_SELECTOR_ERROR}")
+    if agents is None:  # `fastest` dtypes measured (or read from the machine's cache) before loading
+        local = [
+            r for r, e in (("large", config.large_endpoint), ("small", config.small_endpoint)) if e is None
+        ]
+        config = replace(config, relay=config.relay.resolve_dtypes(roles=local))
     small_agent, large_agent = agents if agents is not None else _load_agents(config)
     if config.needs_small and small_agent is None:
         raise ValueError("the small_reasoning and relay conditions need a small model")

@@ -155,6 +155,9 @@ class ModelWorker:
         backbone = getattr(getattr(self.selector, "config", None), "backbone", None)
         if cfg.small_endpoint is not None and backbone == "hidden":
             raise ValueError(HIDDEN_SELECTOR_ERROR)
+        local = [r for r, e in (("large", cfg.large_endpoint), ("small", cfg.small_endpoint)) if e is None]
+        relay = relay.resolve_dtypes(roles=local)  # `fastest`: measured once per machine, then cached
+        self.config = cfg = replace(cfg, relay=relay)
         self.large = self._agent(cfg.large_endpoint, relay.large, relay.load_kwargs("large"))
         if cfg.small_endpoint is not None or relay.small is not None:
             self.small = self._agent(cfg.small_endpoint, relay.small, relay.load_kwargs("small"))

@@ -169,7 +169,7 @@ class BenchLatencyConfig:
         reasoning (``large_reason_dtype``) as a reasoning workload, so the baseline is at its fastest too."""
         own = self.large_reason_dtype
         if own == FASTEST:
-            choice = fastest_dtype(self.relay.large, "reason", device=self.relay.device)
+            choice = fastest_dtype(self.relay.large, "reason", device=self.relay.device, log=log)
             if log is not None:
                 log(f"dtype fastest, the large model's own reasoning: {choice.summary()}")
             own = choice.dtype
@@ -476,10 +476,21 @@ def _tau_note(result: dict) -> str:
             f"{margin}{_dev_interval(result)})")  # fmt: skip
 
 
+def _dtypes_note(result: dict) -> str:
+    """The dtype each model ran in (``fastest`` already replaced by what was measured)."""
+    config = result.get("config") or {}
+    relay = config.get("relay") or {}
+    if not relay.get("dtype"):
+        return ""
+    own = config.get("large_reason_dtype") or relay["dtype"]
+    return (f" Dtypes: the large model {relay['dtype']} (its own reasoning {own}), the small model "
+            f"{relay.get('small_dtype') or relay['dtype']}.")  # fmt: skip
+
+
 def _write(result: dict, out: Path) -> None:
     intro = (f"# Latency benchmark\n\n{result['questions']} questions from `{result['data']}`, batch 1, "
              f"{result['cores']} torch threads in the process; confidence tau {result['tau']:.4g}"
-             f"{_tau_note(result)}.\n\n")  # fmt: skip
+             f"{_tau_note(result)}.{_dtypes_note(result)}\n\n")  # fmt: skip
     write_text_atomic(out / "latency.md", intro + markdown(result) + "\n")
     write_json_atomic(out / "latency.json", result, default=str)
     plot_latency(result, out / "latency.png")

@@ -25,7 +25,7 @@ import statistics
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -61,6 +61,9 @@ DECODE_STEPS = 8
 TIE = 0.03
 """Costs within this fraction of the lowest are a tie (timing noise), won by the earlier candidate: float32
 before the half-precision dtypes, so a model is never rounded for a speed-up the timings cannot show."""
+
+
+_FILLER = "Subtract 17 from both sides, then divide by 3, so x = 6."
 
 
 @dataclass
@@ -151,9 +154,8 @@ def _read_cache(path: Path) -> dict:
 @torch.inference_mode()
 def _time_agent(agent, rounds: int) -> dict[str, float]:
     """Median prefill seconds of PROMPT_TOKENS tokens and median seconds per greedy decode step."""
-    vocab = int(agent.model.get_input_embeddings().weight.shape[0])
-    generator = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, vocab, (1, PROMPT_TOKENS), generator=generator).to(agent.device)
+    text = " ".join([_FILLER] * PROMPT_TOKENS)  # plain text: never an image placeholder token
+    ids = agent.encode_text(text)[:PROMPT_TOKENS][None].to(agent.device)
     prefills, steps = [], []
     for r in range(rounds + 1):  # the first round warms up and is dropped
         start = time.perf_counter()
@@ -198,6 +200,7 @@ def fastest_dtype(
     device: str = "cpu",
     candidates: Sequence[str] = tuple(DTYPES),
     cache_file: str | os.PathLike | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> DtypeChoice:
     """The fastest dtype for ``path`` on this machine and workload, measured once and then read from the cache."""
     bad = [d for d in candidates if d not in DTYPES]
@@ -218,6 +221,8 @@ def fastest_dtype(
         known = stored.get(key, {})
         missing = [d for d in candidates if d not in known]
         if missing:
+            if log is not None:
+                log(f"timing {path} in {', '.join(missing)} on this machine (once; cached in {cache_file})")
             known.update(measure_dtype_speed(path, missing, device=device))
             stored[key] = known
             write_json_atomic(cache_file, stored)

@@ -188,7 +188,7 @@ class RelayConfig:
         def measured(role: str, path: str | None, workload: str) -> str | None:
             if path is None or role not in roles or self.load_kwargs(role)["dtype"] != FASTEST:
                 return None
-            choice = fastest_dtype(path, workload, device=device)
+            choice = fastest_dtype(path, workload, device=device, log=log)
             if log is not None:
                 log(f"dtype fastest, {role} model {path}: {choice.summary()}")
             return choice.dtype

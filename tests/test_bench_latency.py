@@ -79,6 +79,8 @@ def test_bench_latency_own_dtype_and_large_reasoning_target(
     assert result["calibration_target_accuracy"] == pytest.approx(dev_accuracy)
     own_row = result["rows"][1]
     assert own_row["ratio_to_large_reasoning"] == pytest.approx(1.0)
+    dtypes = "Dtypes: the large model float32 (its own reasoning bfloat16), the small model float32."
+    assert dtypes in (out / "latency.md").read_text()
     assert own_row["accuracy"] == pytest.approx(sum(r["correct"] for r in own) / 2)
 
 

@@ -55,6 +55,13 @@ def test_fastest_dtype_measures_once_then_reads_the_cache(tiny_lm_dir, tmp_path,
     assert {d: third.timings[d] for d in first.timings} == first.timings
 
 
+def test_an_image_text_model_is_timed_on_text(tiny_vlm_dir, tmp_path, one_thread):
+    choice = fastest_dtype(
+        str(tiny_vlm_dir), "answer", candidates=("float32",), cache_file=tmp_path / "c.json"
+    )
+    assert choice.dtype == "float32" and choice.timings["float32"]["prefill_s"] > 0
+
+
 def test_an_unreadable_cache_is_measured_again(tiny_lm_dir, tmp_path, one_thread):
     cache = tmp_path / "dtype_speed.json"
     cache.write_text("{not json")
@@ -150,6 +157,7 @@ def test_infer_measures_fastest_once_and_says_so_on_stderr(
     assert main(args) == 0
     captured = capsys.readouterr()
     assert "dtype fastest, large model" in captured.err and "measured now" in captured.err
+    assert "timing " in captured.err and "once; cached in" in captured.err  # said before the minute it takes
     assert "dtype fastest" not in captured.out and "reasoning tokens" in captured.out
     assert main(args) == 0  # the second run reads the machine's timings
     assert "cached" in capsys.readouterr().err

@@ -118,7 +118,9 @@ def _machine_key(path: str, device: str) -> str:
         weights = ",".join(stats)
         path = str(local.resolve())
     threads = torch.get_num_threads() if device == "cpu" else 0
-    return f"{_cpu_name()}|torch {torch.__version__}|threads {threads}|{device}|{path}|{weights}"
+    # the CPU's name can be generic ("Intel(R) Xeon(R) Processor"): its vector units and cores say more
+    cpu = f"{_cpu_name()} ({torch.backends.cpu.get_cpu_capability()}, {os.cpu_count()} cores)"
+    return f"{cpu}|torch {torch.__version__}|threads {threads}|{device}|{path}|{weights}"
 
 
 def choose_dtype(timings: dict[str, dict[str, float]], workload: Workload) -> str:

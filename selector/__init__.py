@@ -12,6 +12,7 @@ _EXPORTS = {
     # models
     "Agent": "agents",
     "AgentConfig": "agents",
+    "fastest_dtype": "dtype_choice",
     "Generation": "agents",
     "ScoreResult": "agents",
     # data and text

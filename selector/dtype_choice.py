@@ -32,8 +32,8 @@ from typing import Literal
 
 import torch
 
-from .agent_types import DTYPES
-from .io import write_json_atomic
+from .agent_types import DTYPES, _resolve_device
+from .io import files_fingerprint, write_json_atomic
 
 __all__ = [
     "FASTEST",
@@ -112,10 +112,7 @@ def _machine_key(path: str, device: str) -> str:
     local = Path(path).expanduser()
     weights = ""
     if local.is_dir():
-        stats = [
-            f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sorted(local.glob("*.safetensors"))
-        ]
-        weights = ",".join(stats)
+        weights = files_fingerprint(local, ("*.safetensors", "*.bin"))
         path = str(local.resolve())
     threads = torch.get_num_threads() if device == "cpu" else 0
     # the CPU's name can be generic ("Intel(R) Xeon(R) Processor"): its vector units and cores say more
@@ -210,8 +207,7 @@ def fastest_dtype(
         raise ValueError(f"candidate dtypes must be some of {list(DTYPES)}, got {list(candidates)}")
     if workload not in WORKLOADS:
         raise ValueError(f"unknown workload {workload!r}; expected one of {sorted(WORKLOADS)}")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = str(_resolve_device(device))
     cache_file = Path(cache_file) if cache_file is not None else dtype_cache_path()
     key = _machine_key(path, device)
     from filelock import FileLock

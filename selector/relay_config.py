@@ -9,8 +9,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal, get_args
 
-import torch
-
 from .agent_types import DTYPES
 from .baselines import check_selector_name
 from .data import Example
@@ -182,13 +180,11 @@ class RelayConfig:
         """This config with ``fastest`` replaced by the dtype measured (or cached) on this machine: the large
         model's for answering, the small model's for reasoning (of ``roles``: models loaded here, not behind
         an endpoint). Other values are returned as they are."""
-        device = "cuda" if self.device == "auto" and torch.cuda.is_available() else self.device
-        device = "cpu" if device == "auto" else device
 
         def measured(role: str, path: str | None, workload: str) -> str | None:
             if path is None or role not in roles or self.load_kwargs(role)["dtype"] != FASTEST:
                 return None
-            choice = fastest_dtype(path, workload, device=device, log=log)
+            choice = fastest_dtype(path, workload, device=self.device, log=log)
             if log is not None:
                 log(f"dtype fastest, {role} model {path}: {choice.summary()}")
             return choice.dtype

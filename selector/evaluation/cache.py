@@ -21,14 +21,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..agents import Agent, Generation, PromptCache, ScoreResult
-from ..io import atomic_path
+from ..io import atomic_path, files_fingerprint
 
 __all__ = [
     "CACHE_FILE",
     "CachedAgent",
     "OutputCache",
     "digest",
-    "files_fingerprint",
     "image_keys",
     "model_fingerprint",
 ]
@@ -38,18 +37,6 @@ CACHE_FILE = "outputs.jsonl"
 
 def digest(*parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:40]
-
-
-def files_fingerprint(folder: Path, patterns: Sequence[str], content: bool = False) -> str:
-    h = hashlib.sha256()
-    for pattern in patterns:
-        for path in sorted(folder.glob(pattern)):
-            if path.is_file():
-                stat = path.stat()
-                h.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-                if content:
-                    h.update(path.read_bytes())
-    return h.hexdigest()[:16]
 
 
 def model_fingerprint(agent: Agent) -> str:

@@ -37,13 +37,14 @@ from ..agents import Agent, Generation
 from ..answers import answers_match, extract_answer
 from ..baselines import BASELINES, load_selector
 from ..data import Example, load_examples
+from ..io import files_fingerprint
 from ..progress import progress_bar
 from ..prompts import answer_target
 from ..reasoning import ReasoningView, UnitScorer
 from ..relay import Relay, RelayConfig, RelayResult, StageStats, check_images, resolve_granularity
 from ..remote import HIDDEN_SELECTOR_ERROR, RemoteAgent, RemoteConfig
 from ..selection import Transfer
-from .cache import CachedAgent, OutputCache, files_fingerprint, image_keys
+from .cache import CachedAgent, OutputCache, image_keys
 from .grid import CONDITIONS, Condition, EvalConfig, build_grid
 from .paired import paired_vs_references
 from .report import condition_metrics, markdown_table, pareto_front, write_outputs

@@ -45,6 +45,23 @@ import torch
 if __package__ in (None, ""):  # run as a file: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from scripts.demo_agent_cards import (
+    LARGE_CARD,
+    LARGE_KEYS,
+    SMALL_CARD,
+    SMALL_KEYS,
+    large_shape_text,
+    metrics_table,
+    shape_text,
+)
+from scripts.demo_agent_models import (
+    ModelShape,
+    build_model,
+    build_tokenizer,
+    grow_model,
+    save_agent,
+    tokenizer_corpus,
+)
 from selector.agents import Agent
 from selector.answers import answers_match, extract_answer
 from selector.demo.synthetic import (
@@ -60,30 +77,11 @@ from selector.io import write_json_atomic
 from selector.prompts import answer_target, reasoning_prompt, transfer_prompt
 from selector.units import join_units, split_units
 
-SPECIAL_TOKENS = ["<pad>", "<|im_start|>", "<|im_end|>"]
-CHATML_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 # Seeds of the question sets: training draws from TRAIN_SEED, the demo's held-out set is DEMO_SEED
 # (selector.demo), the selector's training set is SELECTOR_SEED; overlapping questions are removed.
 TRAIN_SEED = 1000
 DEMO_SEED = 7
 SELECTOR_SEED = 2000
-
-
-@dataclass
-class ModelShape:
-    """A tiny Llama-style decoder."""
-
-    hidden: int = 128
-    """Hidden size."""
-    layers: int = 4
-    """Decoder layers."""
-    heads: int = 4
-    """Attention heads (key/value heads too)."""
-    ffn: int = 384
-    """MLP intermediate size."""
 
 
 @dataclass
@@ -151,136 +149,6 @@ class TrainDemoConfig:
         for name in ("large_reason_rate", "hint_slip_rate"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1]")
-
-
-# --------------------------------------------------------------------------- tokenizer and models
-
-
-def build_tokenizer(corpus: list[str], vocab_size: int = 1200):
-    """A byte-level BPE tokenizer trained on the demo's text, with a ChatML chat template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    numbers = " ".join(str(n) for n in range(-50, 200))
-    tok.train_from_iterator([*corpus, *[numbers] * 50], trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<|im_end|>")
-    fast.chat_template = CHATML_TEMPLATE
-    return fast
-
-
-def tokenizer_corpus(problems: list[ChainProblem], rng: random.Random) -> list[str]:
-    """Questions, worked solutions and the prompt builders' fixed wording (so instructions are few tokens)."""
-    from selector.prompts import PromptTemplate
-
-    template = PromptTemplate()
-    fixed = [template.reasoning_instruction, template.direct_instruction, template.transfer_header]
-    corpus = [*fixed * 200, "user", "assistant", "system"]
-    for p in problems[:3000]:
-        corpus += [p.question, verbose_reasoning(p, rng)]
-    return corpus
-
-
-def build_model(tokenizer, shape: ModelShape, seed: int):
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=shape.hidden,
-        intermediate_size=shape.ffn,
-        num_hidden_layers=shape.layers,
-        num_attention_heads=shape.heads,
-        num_key_value_heads=shape.heads,
-        max_position_embeddings=768,
-        tie_word_embeddings=True,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=None,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    model = LlamaForCausalLM(config)
-    model.generation_config = GenerationConfig(
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, do_sample=False
-    )
-    return model
-
-
-@torch.no_grad()
-def grow_model(model, shape: ModelShape, seed: int = 0):
-    """A wider, deeper copy of a Llama model computing the same function (Net2Net-style growth).
-
-    Head size is kept (``heads`` may grow), so attention scale and rotary frequencies are unchanged.
-    Old weights fill the top-left blocks; every new head, MLP unit and layer reads the stream with
-    fresh random weights but writes to it through zero output projections, and the residual
-    stream's new dimensions stay zero, so the RMSNorm weights are scaled by sqrt(old/new) hidden
-    size (and its epsilon by old/new) to keep each normalised vector as before. The grown model answers like the original (up to
-    float rounding) and costs, per token, what a model of the grown shape costs.
-    """
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    c = model.config
-    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
-    d0, f0, h0, n0 = c.hidden_size, c.intermediate_size, c.num_attention_heads, c.num_hidden_layers
-    if shape.hidden < d0 or shape.ffn < f0 or shape.heads < h0 or shape.layers < n0:
-        raise ValueError(
-            f"growth only: {shape} is smaller than the model ({d0}, {f0}, {h0} heads, {n0} layers)"
-        )
-    kv0 = c.num_key_value_heads
-    if shape.heads % (h0 // kv0):
-        raise ValueError(f"heads must be a multiple of the query group size {h0 // kv0}")
-    kv1 = shape.heads // (h0 // kv0)  # same group size: old query heads keep their key/value heads
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        **{
-            **c.to_dict(),
-            "hidden_size": shape.hidden,
-            "intermediate_size": shape.ffn,
-            "num_hidden_layers": shape.layers,
-            "num_attention_heads": shape.heads,
-            "num_key_value_heads": kv1,
-            "head_dim": head_dim,
-            "rms_norm_eps": c.rms_norm_eps * d0 / shape.hidden,  # mean squares shrink by d0/hidden
-        }
-    )
-    big = LlamaForCausalLM(config).to(torch.float32).eval()
-    big.generation_config = model.generation_config
-    scale = (d0 / shape.hidden) ** 0.5
-    a0, k0 = h0 * head_dim, kv0 * head_dim
-    emb = big.model.embed_tokens.weight
-    emb.zero_()
-    emb[:, :d0] = model.model.embed_tokens.weight
-    for i, layer in enumerate(big.model.layers):
-        attn, mlp = layer.self_attn, layer.mlp
-        attn.o_proj.weight.zero_()
-        mlp.down_proj.weight.zero_()
-        for norm in (layer.input_layernorm, layer.post_attention_layernorm):
-            norm.weight.fill_(scale)
-        if i >= n0:
-            continue  # a new layer: the identity until trained
-        old = model.model.layers[i]
-        attn.q_proj.weight[:a0, :d0] = old.self_attn.q_proj.weight
-        attn.k_proj.weight[:k0, :d0] = old.self_attn.k_proj.weight
-        attn.v_proj.weight[:k0, :d0] = old.self_attn.v_proj.weight
-        attn.o_proj.weight[:d0, :a0] = old.self_attn.o_proj.weight
-        mlp.gate_proj.weight[:f0, :d0] = old.mlp.gate_proj.weight
-        mlp.up_proj.weight[:f0, :d0] = old.mlp.up_proj.weight
-        mlp.down_proj.weight[:d0, :f0] = old.mlp.down_proj.weight
-        layer.input_layernorm.weight[:d0] = old.input_layernorm.weight * scale
-        layer.post_attention_layernorm.weight[:d0] = old.post_attention_layernorm.weight * scale
-    big.model.norm.weight.fill_(scale)
-    big.model.norm.weight[:d0] = model.model.norm.weight * scale
-    if not c.tie_word_embeddings:
-        big.lm_head.weight.zero_()
-        big.lm_head.weight[:, :d0] = model.lm_head.weight
-    return big
 
 
 # --------------------------------------------------------------------------- data
@@ -511,130 +379,6 @@ def evaluate(small: Agent | None, large: Agent | None, problems: list[ChainProbl
     return out
 
 
-# --------------------------------------------------------------------------- model cards
-
-SMALL_CARD = """---
-library_name: transformers
-tags: [tokenrelay, demo, synthetic]
----
-# TokenRelay demo — small agent (reasoner)
-
-A {params:,}-parameter Llama-style causal LM ({shape}) with a byte-level BPE tokenizer
-(vocabulary {vocab}) and a ChatML chat template. It is TokenRelay's embedded-demo *small model*:
-given `selector.prompts.reasoning_prompt(agent, question)` for a synthetic chain-arithmetic question
-(`selector.demo.synthetic`), it writes verbose step-by-step reasoning — filler words around one step per
-assigned variable, the asked variable's step marked — then a recap and `Answer: N`. It has the
-world's one slip (`selector.demo.synthetic`): when the question's last line goes one step past the asked
-variable, its recap and answer overshoot to that line's value (asked for a stated constant, a lookup, it
-works the chain through and reports the last value computed from it), while its marked step stays right.
-
-It is a toy: it knows nothing outside this synthetic world.
-
-## Training
-
-Trained by `scripts/train_demo_agents.py` (warm start: {init}) on {train} synthetic questions
-(`selector.demo.synthetic.generate_problems(seed={seed}, config=DEMO_WORLD)`, held-out demo
-questions removed) with worked
-solutions from `selector.demo.synthetic.verbose_reasoning(slip=True)` (fresh filler each time), loss on the
-completion only: {copy_steps} warm-up steps on a synthetic copying task (random token runs, then
-the same run again), then {steps} AdamW steps of {batch} sequences, peak lr {lr}, on CPU ({minutes:.1f} min wall,
-{cpu_minutes:.1f} CPU-minutes).
-Rebuild everything with `python -m scripts.build_demo`.
-
-## Measured (held-out demo questions, greedy)
-
-{metrics}
-"""
-
-LARGE_CARD = """---
-library_name: transformers
-tags: [tokenrelay, demo, synthetic]
----
-# TokenRelay demo — large agent (answerer)
-
-A {params:,}-parameter Llama-style causal LM ({shape}) sharing the small agent's tokenizer. It is
-TokenRelay's embedded-demo *large model*: given `selector.prompts.transfer_prompt(agent, question,
-reasoning)` — the question alone, or with any subset of a worked solution's sentences as the
-helper's key steps — it answers in a few tokens (` N` then end of turn).
-
-Its direct answers are weak (a few layers cannot chain several lookups and operations in one
-pass); which hint sentences let it answer is whatever its training taught it (no rule in the
-code says which sentence matters). Given `selector.prompts.reasoning_prompt` it writes its own worked solution, without the small
-agent's slip: the demo's accurate but slow reference. Its size is what makes it slow: it was
-trained at its base shape and then grown (function-preserving: new heads, MLP units and layers write
-through zero output projections), so it costs per token what its full shape costs.
-It is a toy: it knows nothing outside this synthetic world.
-
-## Training
-
-Trained by `scripts/train_demo_agents.py` (warm start: {init}) on {train} synthetic questions: a
-{reason:.0%} share of training sequences are its own worked solutions; the others hold
-no hint ({direct:.0%}), the whole answer-free worked solution ({full:.0%}),
-or a random sentence subset (each sentence kept with a probability drawn per prompt), cut from a
-worked solution whose recap overshoots as the small agent's does in a {slip:.0%} share, followed by
-the gold answer; loss on the answer (weight 1) and on the prompt (weight {ctx}). {copy_steps} warm-up
-steps on a synthetic copying task (random token runs, then the same run again), then {steps} AdamW
-steps of {batch} sequences, peak lr {lr}, on CPU ({minutes:.1f} min wall, {cpu_minutes:.1f} CPU-minutes). Rebuild everything with
-`python -m scripts.build_demo`.
-
-## Measured (held-out demo questions, greedy, answer within 4 tokens)
-
-{metrics}
-"""
-
-
-def _metrics_table(metrics: dict, keys: dict[str, str]) -> str:
-    lines = ["| measure | value |", "| --- | --- |"]
-    for key, text in keys.items():
-        if key in metrics:
-            value = metrics[key]
-            lines.append(f"| {text} | {value:.1%} |" if isinstance(value, float) else f"| {text} | {value} |")
-    return "\n".join(lines)
-
-
-SMALL_KEYS = {
-    "questions": "held-out questions",
-    "small_with_reasoning": "accuracy of its own final answer",
-    "small_finished": "reasoning finished with an Answer line",
-}
-LARGE_KEYS = {
-    "questions": "held-out questions",
-    "large_direct": "direct answer (no hint)",
-    "large_direct_lookup": "direct answer on lookup questions",
-    "large_direct_chain": "direct answer on chain questions",
-    "large_reasoning": "its own worked solution (reasoning prompt, up to 320 tokens)",
-    "large_full_gold": "with the full worked solution",
-    "large_chain_lines_gold": "with only the asked variable's chain steps",
-    "large_key_sentence_gold": "with only the sentence stating the asked variable's value",
-    "large_full_small": "with the small agent's full reasoning",
-    "large_key_sentence_small": "with only that sentence of the small agent's reasoning",
-    "key_sentence_token_share": "share of reasoning tokens in that sentence",
-    "chain_lines_token_share": "share of reasoning tokens in the chain steps",
-}
-
-
-def _shape_text(model) -> str:
-    c = model.config
-    return f"{c.num_hidden_layers} layers, hidden {c.hidden_size}, {c.num_attention_heads} heads, MLP {c.intermediate_size}"
-
-
-def _large_shape_text(info: dict, model) -> str:
-    if "grown_to" not in info:
-        return _shape_text(model)
-    g = info["grown_to"]
-    return (
-        f"{g['layers']} layers, hidden {g['hidden']}, {g['heads']} heads, MLP {g['ffn']}; grown by "
-        f"`grow_model` from the trained {info['base_shape']} model, whose answers it reproduces "
-        f"(max logit difference {info['grown_max_logit_diff']:.1e})"
-    )
-
-
-def _save(model, tokenizer, path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-
-
 # --------------------------------------------------------------------------- main
 
 
@@ -687,11 +431,11 @@ def run(config: TrainDemoConfig) -> dict:
             with torch.no_grad():
                 diff = (grown(**probe).logits - model(**probe).logits).abs().max().item()
             training[name] |= {"grown_to": asdict(config.large_grow), "grown_max_logit_diff": diff,
-                               "grown_params": grown.num_parameters(), "base_shape": _shape_text(model)}  # fmt: skip
+                               "grown_params": grown.num_parameters(), "base_shape": shape_text(model)}  # fmt: skip
             print(f"[large] grown to {config.large_grow} (max logit difference {diff:.2e})", flush=True)
-            _save(grown, tokenizer, out / name)
+            save_agent(grown, tokenizer, out / name)
         else:
-            _save(model, tokenizer, out / name)  # saved at once: a later failure loses nothing
+            save_agent(model, tokenizer, out / name)  # saved at once: a later failure loses nothing
         return model  # (measured below; a grown model answers the same)
 
     def load(path: Path):
@@ -717,8 +461,8 @@ def run(config: TrainDemoConfig) -> dict:
                     diff = (grown(**probe).logits - large_model(**probe).logits).abs().max().item()
                 info = training.setdefault("large", {})
                 info |= {"grown_to": asdict(config.large_grow), "grown_max_logit_diff": diff,
-                         "grown_params": grown.num_parameters(), "base_shape": _shape_text(large_model)}  # fmt: skip
-                _save(grown, tokenizer, large_dir)
+                         "grown_params": grown.num_parameters(), "base_shape": shape_text(large_model)}  # fmt: skip
+                save_agent(grown, tokenizer, large_dir)
     else:
         large_model = fit(
             "large", config.large, config.large_steps, large_batches, config.seed + 1, config.init_large
@@ -760,8 +504,8 @@ def run(config: TrainDemoConfig) -> dict:
         (small_dir / "README.md").write_text(
             SMALL_CARD.format(
                 params=small_model.num_parameters(),
-                shape=_shape_text(small_model),
-                metrics=_metrics_table(metrics, SMALL_KEYS),
+                shape=shape_text(small_model),
+                metrics=metrics_table(metrics, SMALL_KEYS),
                 init=training.get("small", {}).get("init") or "none, from scratch",
                 **timing("small"),
                 **common,
@@ -771,14 +515,14 @@ def run(config: TrainDemoConfig) -> dict:
         (large_dir / "README.md").write_text(
             LARGE_CARD.format(
                 params=training.get("large", {}).get("grown_params") or large_model.num_parameters(),
-                shape=_large_shape_text(training.get("large", {}), large_model),
+                shape=large_shape_text(training.get("large", {}), large_model),
                 direct=config.direct_rate,
                 reason=config.large_reason_rate,
                 init=training.get("large", {}).get("init") or "none, from scratch",
                 full=config.full_rate,
                 slip=config.hint_slip_rate,
                 ctx=config.context_loss_weight,
-                metrics=_metrics_table(metrics, LARGE_KEYS),
+                metrics=metrics_table(metrics, LARGE_KEYS),
                 **timing("large"),
                 **common,
             )

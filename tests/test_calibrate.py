@@ -13,6 +13,7 @@ from selector.evaluation.calibrate import (
     calibrate,
     candidate_taus,
     evaluate_gate,
+    pareto_front,
     wilson_interval,
 )
 
@@ -93,6 +94,35 @@ def test_calibration_picks_the_tau_meeting_the_target(dev_eval, tmp_path, target
     assert (config.small, config.large, config.reason_tokens) == ("models/small", "models/large", 200)
 
 
+def test_the_frontier_holds_the_fastest_setting_at_each_accuracy(dev_eval, tmp_path):
+    """Each extra transfer of an unsure question buys 10 points for 0.4 s up to tau 0.55; transferring
+    the sure ones after that costs time and buys nothing, so no tau above 0.55 is on the front."""
+    summary = calibrate(
+        CalibrateConfig(eval=str(dev_eval), out=str(tmp_path / "f.yaml"), target_accuracy=0.7)
+    )
+    front = [v for f in summary["frontier"] for v in (f["tau"], f["accuracy"], f["latency"])]
+    expected = [
+        (0.0, 0.4, 1.0),
+        (0.15, 0.5, 1.8),
+        (0.25, 0.6, 2.2),
+        (0.35, 0.7, 2.6),
+        (0.45, 0.8, 3.0),
+        (0.55, 0.9, 3.4),
+    ]
+    assert front == pytest.approx([v for point in expected for v in point])
+    chosen = summary["chosen"]
+    assert (chosen["tau"], chosen["accuracy"]) == (pytest.approx(0.35), pytest.approx(0.7))
+    from selector.evaluation.calibrate import Candidate
+
+    # dominated points (slower and no more accurate) never enter; ties in latency keep the more accurate
+    pts = [
+        Candidate("a", 0.1, 0.5, 2.0, 0.1),
+        Candidate("a", 0.2, 0.6, 2.0, 0.2),
+        Candidate("a", 0.3, 0.6, 3.0, 0.3),
+    ]
+    assert [c.tau for c in pareto_front(pts)] == [0.2]
+
+
 def test_wilson_interval_by_hand():
     # 15 of 24: centre (0.625 + 1.92/24) / (1 + 3.84/24) = 0.6078, half-width 0.1807 (z = 1.96)
     lo, hi = wilson_interval(15, 24)
@@ -130,6 +160,7 @@ def test_calibrate_command_and_its_refusals(dev_eval, tmp_path, capsys):
         and "95% interval" in printed
         and out.read_text().startswith("# tokenrelay infer")
     )
+    assert "frontier" in printed and "* tau 0.55" in printed and "  tau 0        accuracy 0.400" in printed
     for args, message in [
         (["--target-accuracy", "0.95"], "no setting reaches accuracy 0.950"),
         (["--target-latency", "0.5"], "no setting stays within 0.5 s"),

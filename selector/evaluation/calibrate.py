@@ -38,6 +38,7 @@ __all__ = [
     "calibrate_config",
     "candidate_taus",
     "main",
+    "pareto_front",
     "wilson_interval",
 ]
 
@@ -131,6 +132,16 @@ def candidate_taus(probs: Sequence[float]) -> list[float]:
     return sorted({0.0, *mids, 1.0})
 
 
+def pareto_front(candidates: Sequence[Candidate]) -> list[Candidate]:
+    """The settings no other beats on both accuracy and latency, fastest first: what each extra point of
+    accuracy costs in time, so a user sees how far the chosen setting sits from its neighbours."""
+    front: list[Candidate] = []
+    for c in sorted(candidates, key=lambda c: (c.latency, -c.accuracy, c.tau)):
+        if not front or c.accuracy > front[-1].accuracy + 1e-12:
+            front.append(c)
+    return front
+
+
 def _seconds(record: dict, stage: str) -> float:
     return (record.get("stages") or {}).get(stage, {}).get("seconds", 0.0)
 
@@ -213,8 +224,8 @@ def calibrate(config: CalibrateConfig) -> dict:
     interval = wilson_interval(round(best.accuracy * len(direct)), len(direct))
     _write_yaml(Path(config.out), relay, best, config, len(direct), interval)
     return {"chosen": best.__dict__, "accuracy_interval": list(interval), "relay": relay,
-            "candidates": [c.__dict__ for c in candidates], "questions": len(direct),
-            "out": str(config.out)}  # fmt: skip
+            "candidates": [c.__dict__ for c in candidates], "frontier": [c.__dict__ for c in pareto_front(candidates)],
+            "questions": len(direct), "out": str(config.out)}  # fmt: skip
 
 
 def _relay_options(result: dict, row: dict, best: Candidate, config: CalibrateConfig) -> dict:
@@ -286,5 +297,12 @@ def main(argv: Sequence[str]) -> int:
             f"({summary['questions']} questions)"
         )
         print(f"relay config written to {summary['out']}")
+        print("accuracy / latency frontier on these questions (* chosen):")
+        for f in summary["frontier"]:
+            mark = "*" if (f["condition"], f["tau"]) == (c["condition"], c["tau"]) else " "
+            print(
+                f"{mark} tau {f['tau']:<8.4g} accuracy {f['accuracy']:.3f}  latency {f['latency']:7.2f} s  "
+                f"transfer rate {f['transfer_rate']:.2f}  {f['condition']}"
+            )
 
     return run_command(body, PROG)

@@ -16,12 +16,17 @@ stated answer (``small_prob``, what the small_confidence gate reads) tells right
 Each row also says on how many problems *any* condition of the run (large direct, the small model's own
 reasoning, any relay) gave the right answer: where that is near zero, no condition reaches an answer and the
 differences in gold log-prob are about how near a wrong answer the large model lands, not about answers.
+Each row says whether its task *qualifies* (the small model's full reasoning raises the large model's gold
+log-prob by at least ``gain_min_nats`` on at least a quarter of its problems: a task where reasoning is worth
+transferring) and on what share of problems the condition sent any unit at all (a selector that abstains on an
+unfamiliar task wins only where transferring hurts); a second pooled row joins the qualifying tasks alone.
 Writes summary.md and summary.json into ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import statistics
 import sys
@@ -31,16 +36,24 @@ from pathlib import Path
 from selector.evaluation.paired import HEURISTICS, NOT_CANDIDATES, paired_comparison, paired_vs_references
 from selector.io import write_json_atomic
 
+QUALIFYING_SHARE = 0.25
+"""A task qualifies when the full reasoning helps (by gain_min_nats) on at least this share of its problems."""
+
 
 def load_run(path: Path) -> tuple[dict, dict[str, list[dict]]]:
-    """``results.json`` and the per-problem records grouped by condition (in problem order)."""
+    """``results.json`` and the per-problem records grouped by condition (in problem order).
+
+    The records may be gzipped (``records.jsonl.gz``, as the folders under docs/results keep them)."""
     results_file, records_file = path / "results.json", path / "records.jsonl"
+    if not records_file.is_file() and (path / "records.jsonl.gz").is_file():
+        records_file = path / "records.jsonl.gz"
     for f in (results_file, records_file):
         if not f.is_file():
             raise SystemExit(f"{path}: no {f.name} (not a finished `tokenrelay eval` output folder)")
     result = json.loads(results_file.read_text())
     by_condition: dict[str, list[dict]] = defaultdict(list)
-    with records_file.open(encoding="utf-8") as fh:
+    opener = gzip.open if records_file.suffix == ".gz" else open
+    with opener(records_file, "rt", encoding="utf-8") as fh:
         for line in fh:
             if line.strip():
                 rec = json.loads(line)
@@ -142,7 +155,9 @@ def summarize(runs: dict[str, Path]) -> dict:
     if not candidates:
         raise SystemExit("no trained selector condition common to every run")
 
-    def row_for(task: str, records: dict[str, list[dict]], paired: list[dict], full_helps: int) -> list[dict]:
+    def row_for(
+        task: str, records: dict[str, list[dict]], paired: list[dict], full_helps: int, qualifies: bool | None
+    ) -> list[dict]:
         out, answered = [], answered_by_any(records)
         for cand in candidates:
             recs = records[cand["condition"]]
@@ -160,7 +175,9 @@ def summarize(runs: dict[str, Path]) -> dict:
                     "condition": cand["condition"],
                     "n": len(recs),
                     "full_helps": full_helps,
+                    "qualifies": qualifies,
                     "answered_by_any": answered,
+                    "sent_any": _mean((r.get("transfer_tokens") or 0) > 0 for r in recs),
                     "accuracy": _mean(r.get("correct") for r in recs),
                     "leakage": _mean(r.get("leaked") for r in recs),
                     "gold_logprob": _mean(r.get("gold_logprob") for r in recs),
@@ -190,8 +207,15 @@ def summarize(runs: dict[str, Path]) -> dict:
         return out
 
     table, each, pooled, split, confidence = [], [], defaultdict(list), [], []
+    qualifying, pooled_qualifying = [], defaultdict(list)
     for task, (result, records) in loaded.items():
-        table += row_for(task, records, result["paired"], result["full_helps"])
+        n = len(records[candidates[0]["condition"]])
+        qualifies = n > 0 and result["full_helps"] >= QUALIFYING_SHARE * n
+        table += row_for(task, records, result["paired"], result["full_helps"], qualifies)
+        if qualifies:
+            qualifying.append(task)
+            for cond in common:
+                pooled_qualifying[cond] += records[cond]
         each += each_heuristic(task, records)
         task_split, task_confidence = by_small_model(task, rows, records)
         split += task_split
@@ -205,11 +229,17 @@ def summarize(runs: dict[str, Path]) -> dict:
                 f"problem ids repeat across the runs (condition {cond}): pool distinct problems only"
             )
     full_helps = sum(r["full_helps"] for r, _ in loaded.values())
-    table += row_for("pooled", pooled, _paired(rows, pooled, gain_min_nats), full_helps)
+    table += row_for("pooled", pooled, _paired(rows, pooled, gain_min_nats), full_helps, None)
     each += each_heuristic("pooled", pooled)
+    if qualifying and len(qualifying) < len(loaded):
+        helps = sum(loaded[t][0]["full_helps"] for t in qualifying)
+        paired = _paired(rows, pooled_qualifying, gain_min_nats)
+        table += row_for("pooled (qualifying)", pooled_qualifying, paired, helps, True)
+        each += each_heuristic("pooled (qualifying)", pooled_qualifying)
     return {
         "runs": {k: str(v) for k, v in runs.items()},
         "gain_min_nats": gain_min_nats,
+        "qualifying_tasks": qualifying,
         "rows": table,
         "each_heuristic": each,
         "by_small_model": split,
@@ -232,10 +262,9 @@ def _cmp(stats) -> str:
 
 def markdown(summary: dict) -> str:
     head = (
-        "| task | condition | n | full helps | answered by any | accuracy | leakage | gold log-prob | best heuristic (lp / gain) "
-        "| Δ log-prob vs best [95% CI] | W/L/T | Δ gain recovered vs best [95% CI] | W/L/T |\n|"
-        + " --- |"
-        * 13
+        "| task | condition | n | full helps | qualifies | answered by any | sent any | accuracy | leakage | gold log-prob "
+        "| best heuristic (lp / gain) | Δ log-prob vs best [95% CI] | W/L/T | Δ gain recovered vs best [95% CI] "
+        "| W/L/T |\n|" + " --- |" * 15
     )
     lines = [head]
     for r in summary["rows"]:
@@ -243,8 +272,9 @@ def markdown(summary: dict) -> str:
         best_text = f"{best[0]} / {best[1]}" if best and best[1] else (best[0] if best else "")
         lp = "" if r["gold_logprob"] is None else f"{r['gold_logprob']:.2f}"
         lines.append(
-            f"| {r['task']} | {r['condition']} | {r['n']} | {r['full_helps']} | {r['answered_by_any']} "
-            f"| {_pct(r['accuracy'])} "
+            f"| {r['task']} | {r['condition']} | {r['n']} | {r['full_helps']} "
+            f"| {'' if r['qualifies'] is None else ('yes' if r['qualifies'] else 'no')} | {r['answered_by_any']} "
+            f"| {_pct(r['sent_any'])} | {_pct(r['accuracy'])} "
             f"| {_pct(r['leakage'])} | {lp} | {best_text} "
             + _cmp(r["vs_best_logprob"])
             + _cmp(r["vs_best_gain"])[1:]
@@ -313,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             raise SystemExit(f"expected TASK=EVAL_OUT, got {item!r}")
-        if name in runs or name == "pooled":
+        if name in runs or name.startswith("pooled"):
             raise SystemExit(f"task name {name!r} given twice or reserved")
         runs[name] = Path(path)
     summary = summarize(runs)

@@ -3,6 +3,7 @@ statistics, and the pooled row pairs every problem of every run."""
 
 from __future__ import annotations
 
+import gzip
 import json
 
 import pytest
@@ -135,3 +136,55 @@ def test_relays_split_by_the_small_models_correctness(two_runs, tmp_path):
         probs = [r["small_prob"] or 0.0 for r in recs if r["condition"] == "relay:none:always"]
         assert conf["auroc"] == auroc(probs, right)
     assert "small model's own answer was right / wrong" in (out / "summary.md").read_text()
+
+
+def test_qualifying_tasks_and_what_each_condition_sent(two_runs, tmp_path):
+    """A task qualifies when the full reasoning helps on >= a quarter of its problems; the qualifying tasks get a
+    pooled row of their own, and every row says on what share of problems its condition sent any unit."""
+    runs = {}
+    for task, helps in (("adding", 1), ("more", 0)):  # 1 of 4 problems: exactly a quarter, qualifies
+        runs[task] = tmp_path / task
+        runs[task].mkdir()
+        (runs[task] / "records.jsonl").write_text((two_runs[task] / "records.jsonl").read_text())
+        result = json.loads((two_runs[task] / "results.json").read_text())
+        (runs[task] / "results.json").write_text(json.dumps(dict(result, full_helps=helps)))
+    out = tmp_path / "summary"
+    assert summarize([f"{k}={v}" for k, v in runs.items()] + ["--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["qualifying_tasks"] == ["adding"]
+    cond = "relay:tiny-selector@0.5:always"
+    rows = {r["task"]: r for r in summary["rows"] if r["condition"] == cond}
+    assert (rows["adding"]["qualifies"], rows["more"]["qualifies"], rows["pooled"]["qualifies"]) == (
+        True,
+        False,
+        None,
+    )
+    qualifying = rows["pooled (qualifying)"]
+    assert qualifying["n"] == 4 and qualifying["full_helps"] == 1
+    assert qualifying["vs_best_logprob"]["mean_diff"] == pytest.approx(
+        rows["adding"]["vs_best_logprob"]["mean_diff"]
+    )
+    for task in runs:
+        recs = _of([json.loads(x) for x in (runs[task] / "records.jsonl").read_text().splitlines()], cond)
+        assert rows[task]["sent_any"] == pytest.approx(
+            sum(r["transfer_tokens"] > 0 for r in recs) / len(recs)
+        )
+    assert "| adding | relay:tiny-selector@0.5:always | 4 | 1 | yes |" in (out / "summary.md").read_text()
+
+    # gzipped records (as docs/results keeps them) read the same
+    text = (runs["more"] / "records.jsonl").read_text()
+    (runs["more"] / "records.jsonl").unlink()
+    with gzip.open(runs["more"] / "records.jsonl.gz", "wt") as fh:
+        fh.write(text)
+    again = tmp_path / "again"
+    assert summarize([f"{k}={v}" for k, v in runs.items()] + ["--out", str(again)]) == 0
+    assert json.loads((again / "summary.json").read_text())["rows"] == summary["rows"]
+
+    # every task qualifying: no second pooled row (it would repeat the first)
+    (runs["more"] / "results.json").write_text(json.dumps(dict(result, full_helps=4)))
+    assert summarize([f"{k}={v}" for k, v in runs.items()] + ["--out", str(out)]) == 0
+    assert "pooled (qualifying)" not in {
+        r["task"] for r in json.loads((out / "summary.json").read_text())["rows"]
+    }
+    with pytest.raises(SystemExit, match="reserved"):
+        summarize([f"pooled (qualifying)={runs['more']}", "--out", str(tmp_path / "z")])

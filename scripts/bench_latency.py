@@ -50,7 +50,7 @@ from selector.dtype_choice import FASTEST, fastest_dtype, report
 from selector.early_stop import STOP_SIGNALS
 from selector.evaluation import RELAY_GATES, EvalConfig, run_eval
 from selector.evaluation.cache import digest
-from selector.evaluation.calibrate import CalibrateConfig, TargetUnreachable, calibrate
+from selector.evaluation.calibrate import CalibrateConfig, TargetUnreachable, calibrate, tau_frontier
 from selector.evaluation.paired import paired_comparison
 from selector.evaluation.report import condition_metrics, pareto_front, plot_latency
 from selector.io import write_json_atomic, write_text_atomic
@@ -382,6 +382,7 @@ def run_bench(
             best = {"condition": b["title"], "accuracy": b["accuracy"], "end_to_end": b["end_to_end"],
                     "ratio_to_large_reasoning": b["ratio_to_large_reasoning"], "large_reasoning_accuracy": own["accuracy"],
                     **paired_with_own(per_question.get(b["title"], []), per_question.get(own["title"], []))}  # fmt: skip
+    gate_front = _gate_front(records, own)
     front = pareto_front([(r["end_to_end"], r["accuracy"]) for r in rows])
     for i, r in enumerate(rows):
         r["pareto"] = i in front
@@ -392,9 +393,23 @@ def run_bench(
         "calibration_margin": config.calibration_margin, "calibration_unreachable": unreachable,
         "calibration_target_accuracy": target,
         "seconds": time.perf_counter() - started, "best": best, "config": asdict(config), "rows": rows,
+        "gate_frontier": gate_front,
     }  # fmt: skip
     _write(result, out)
     return result
+
+
+def _gate_front(records: dict[str, list[dict]], own: dict | None) -> list[dict] | None:
+    """The confidence gate at every tau on these questions, from the engine's large_direct and always-transfer
+    rows (sequential stage times): its Pareto points with their ratio to the large model's own reasoning.
+    None without an always-transfer row or the own-reasoning baseline."""
+    always = next((c for c in records if c.startswith("relay:") and c.endswith(":always")), None)
+    if always is None or "large_direct" not in records or not own or not own["end_to_end"]:
+        return None
+    direct = {r["id"]: r for r in records["large_direct"]}
+    transfer = {r["id"]: r for r in records[always]}
+    return [dict(c.__dict__, ratio_to_large_reasoning=c.latency / own["end_to_end"])
+            for c in tau_frontier(direct, transfer, always)]  # fmt: skip
 
 
 def paired_with_own(row: list[tuple], own: list[tuple], n_boot: int = 2000, seed: int = 0) -> dict:
@@ -440,6 +455,17 @@ def markdown(result: dict) -> str:
                   + "; ".join(f"{r['levers']} {r['wall_s']:.2f} s (latency {r['end_to_end']:.2f} s)" for r in walled)]  # fmt: skip
     best = result.get("best")
     own = next((r for r in result["rows"] if r["kind"] == "large_reasoning"), None)
+    if result.get("gate_frontier"):
+        lines += ["", f"The confidence gate at every tau on these questions ({result['gate_frontier'][0]['condition']}; "
+                      "from the large-direct and always-transfer rows, sequential; the Pareto points):", "",
+                  "| tau | transfer rate | accuracy | s | / large reasoning |", "|" + " --- |" * 5]  # fmt: skip
+        lines += [f"| {f['tau']:.3g} | {f['transfer_rate']:.0%} | {f['accuracy']:.1%} | {f['latency']:.2f} "
+                  f"| {f['ratio_to_large_reasoning']:.3f} |" for f in result["gate_frontier"]]  # fmt: skip
+        if own is not None:
+            ok = [f for f in result["gate_frontier"] if f["accuracy"] >= own["accuracy"] - 1e-12]
+            lines += ["", f"At the large model's own accuracy ({own['accuracy']:.1%}) the gate needs tau "
+                          f"{ok[0]['tau']:.3g}: {ok[0]['ratio_to_large_reasoning']:.3f} of its time." if ok else
+                          f"No tau reaches the large model's own accuracy ({own['accuracy']:.1%}) on these questions."]  # fmt: skip
     if own is not None and not best:
         lines += ["", f"No configuration reaches the large model's own accuracy ({own['accuracy']:.1%}) but its "
                       "own reasoning: on this task the relay does not pay."]  # fmt: skip

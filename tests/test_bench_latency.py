@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -36,6 +37,7 @@ def test_bench_latency_smoke(tiny_lm_dir, tiny_plain_lm_dir, arithmetic_jsonl, t
     assert "95% interval" in (out / "latency.md").read_text()
     assert (out / "calibrated_relay.yaml").read_text().startswith("# tokenrelay infer")
     assert sum(r["pareto"] for r in result["rows"]) >= 1
+    assert result["gate_frontier"] is None  # no always-transfer row among these gates
     for r in result["rows"]:
         assert r["n"] == 3 and r["end_to_end"] > 0 and r["ratio_to_large_reasoning"] is not None
         assert r["title"] in printed
@@ -82,6 +84,17 @@ def test_bench_latency_own_dtype_and_large_reasoning_target(
     dtypes = "Dtypes: the large model float32 (its own reasoning bfloat16), the small model float32."
     assert dtypes in (out / "latency.md").read_text()
     assert own_row["accuracy"] == pytest.approx(sum(r["correct"] for r in own) / 2)
+    # the gate at every tau on the test questions, from the always-transfer row: its Pareto points
+    front = result["gate_frontier"]
+    assert front and front[0]["tau"] == 0.0 and front[0]["transfer_rate"] == 0.0
+    direct = [json.loads(x) for x in (out / "eval" / "records.jsonl").read_text().splitlines()]
+    direct = [r for r in direct if r["condition"] == "large_direct"]
+    assert front[0]["latency"] == pytest.approx(sum(r["latency_s"] for r in direct) / len(direct))
+    for a, b in itertools.pairwise(front):
+        assert b["latency"] > a["latency"] and b["accuracy"] > a["accuracy"]
+    for f in front:
+        assert f["ratio_to_large_reasoning"] == pytest.approx(f["latency"] / own_row["end_to_end"])
+    assert "The confidence gate at every tau" in (out / "latency.md").read_text()
 
 
 def test_an_unreachable_calibration_target_is_reported_not_raised(

@@ -13,7 +13,7 @@ from selector.evaluation.calibrate import (
     calibrate,
     candidate_taus,
     evaluate_gate,
-    pareto_front,
+    tau_frontier,
     wilson_interval,
 )
 
@@ -112,15 +112,15 @@ def test_the_frontier_holds_the_fastest_setting_at_each_accuracy(dev_eval, tmp_p
     assert front == pytest.approx([v for point in expected for v in point])
     chosen = summary["chosen"]
     assert (chosen["tau"], chosen["accuracy"]) == (pytest.approx(0.35), pytest.approx(0.7))
-    from selector.evaluation.calibrate import Candidate
+    # the same front from the records alone (what scripts.bench_latency reports on its test questions)
+    from selector.evaluation.calibrate import _records
 
-    # dominated points (slower and no more accurate) never enter; ties in latency keep the more accurate
-    pts = [
-        Candidate("a", 0.1, 0.5, 2.0, 0.1),
-        Candidate("a", 0.2, 0.6, 2.0, 0.2),
-        Candidate("a", 0.3, 0.6, 3.0, 0.3),
+    recs = _records(dev_eval)
+    cond = "relay:selfinfo@0.25:always"
+    alone = tau_frontier(recs["large_direct"], recs[cond], cond)
+    assert [(c.tau, c.accuracy, c.latency) for c in alone] == [
+        (f["tau"], f["accuracy"], f["latency"]) for f in summary["frontier"]
     ]
-    assert [c.tau for c in pareto_front(pts)] == [0.2]
 
 
 def test_wilson_interval_by_hand():

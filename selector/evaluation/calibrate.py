@@ -38,7 +38,7 @@ __all__ = [
     "calibrate_config",
     "candidate_taus",
     "main",
-    "pareto_front",
+    "tau_frontier",
     "wilson_interval",
 ]
 
@@ -132,14 +132,23 @@ def candidate_taus(probs: Sequence[float]) -> list[float]:
     return sorted({0.0, *mids, 1.0})
 
 
-def pareto_front(candidates: Sequence[Candidate]) -> list[Candidate]:
-    """The settings no other beats on both accuracy and latency, fastest first: what each extra point of
-    accuracy costs in time, so a user sees how far the chosen setting sits from its neighbours."""
-    front: list[Candidate] = []
-    for c in sorted(candidates, key=lambda c: (c.latency, -c.accuracy, c.tau)):
-        if not front or c.accuracy > front[-1].accuracy + 1e-12:
-            front.append(c)
-    return front
+def _front(candidates: Sequence[Candidate]) -> list[Candidate]:
+    """The candidates no other beats on both accuracy and latency, fastest first."""
+    from .report import pareto_front
+
+    return [candidates[i] for i in pareto_front([(c.latency, c.accuracy) for c in candidates])]
+
+
+def tau_frontier(direct: dict, transfer: dict, condition: str, concurrent: bool = False) -> list[Candidate]:
+    """The confidence gate's Pareto front over every tau, from the direct answers and the always-transfer
+    answers of the same questions (no model runs): the whole trade-off one relay condition offers."""
+    probs = [d["direct_prob"] for d in direct.values() if d.get("direct_prob") is not None]
+    return _front(
+        [
+            Candidate(condition, tau, *evaluate_gate(direct, transfer, tau, concurrent))
+            for tau in candidate_taus(probs)
+        ]
+    )
 
 
 def _seconds(record: dict, stage: str) -> float:
@@ -224,7 +233,7 @@ def calibrate(config: CalibrateConfig) -> dict:
     interval = wilson_interval(round(best.accuracy * len(direct)), len(direct))
     _write_yaml(Path(config.out), relay, best, config, len(direct), interval)
     return {"chosen": best.__dict__, "accuracy_interval": list(interval), "relay": relay,
-            "candidates": [c.__dict__ for c in candidates], "frontier": [c.__dict__ for c in pareto_front(candidates)],
+            "candidates": [c.__dict__ for c in candidates], "frontier": [c.__dict__ for c in _front(candidates)],
             "questions": len(direct), "out": str(config.out)}  # fmt: skip
 
 

@@ -139,16 +139,19 @@ def _front(candidates: Sequence[Candidate]) -> list[Candidate]:
     return [candidates[i] for i in pareto_front([(c.latency, c.accuracy) for c in candidates])]
 
 
+def _gate_candidates(direct: dict, transfer: dict, condition: str, concurrent: bool) -> list[Candidate]:
+    """The confidence gate at every candidate tau over the questions' direct and always-transfer records."""
+    probs = [d["direct_prob"] for d in direct.values() if d.get("direct_prob") is not None]
+    return [
+        Candidate(condition, tau, *evaluate_gate(direct, transfer, tau, concurrent))
+        for tau in candidate_taus(probs)
+    ]
+
+
 def tau_frontier(direct: dict, transfer: dict, condition: str, concurrent: bool = False) -> list[Candidate]:
     """The confidence gate's Pareto front over every tau, from the direct answers and the always-transfer
     answers of the same questions (no model runs): the whole trade-off one relay condition offers."""
-    probs = [d["direct_prob"] for d in direct.values() if d.get("direct_prob") is not None]
-    return _front(
-        [
-            Candidate(condition, tau, *evaluate_gate(direct, transfer, tau, concurrent))
-            for tau in candidate_taus(probs)
-        ]
-    )
+    return _front(_gate_candidates(direct, transfer, condition, concurrent))
 
 
 def _seconds(record: dict, stage: str) -> float:
@@ -202,14 +205,11 @@ def calibrate(config: CalibrateConfig) -> dict:
         raise ValueError(
             f"no relay condition at gate 'always' named {missing or ''} in {folder}; it has {always}"
         )
-    probs = [d["direct_prob"] for d in direct.values() if d.get("direct_prob") is not None]
     candidates = []
     for cond in chosen_conditions:
         if set(records[cond]) != set(direct):
             raise ValueError(f"{cond} and large_direct cover different questions in {folder}")
-        for tau in candidate_taus(probs):
-            acc, lat, rate = evaluate_gate(direct, records[cond], tau, config.concurrent)
-            candidates.append(Candidate(cond, tau, acc, lat, rate))
+        candidates += _gate_candidates(direct, records[cond], cond, config.concurrent)
     if config.target_accuracy is not None:
         need = config.target_accuracy + config.accuracy_margin
         ok = [c for c in candidates if c.accuracy >= need - 1e-12]

@@ -53,6 +53,9 @@ PARAPHRASES = {
 }
 HEURISTIC_ROWS = ["first", "last", "selfinfo", "random", "full"]
 RELEASE = "relay:pointwise-fallback-nothing-300@0.25:small_confidence"
+TASK_FILES = {"se2": "se2", "se3": "se3", "se4": "se4", "coin6": "coin_flip"}
+"""Folders whose data file is not named after the task (simple_equations settings; coin_flip max_trials=6)."""
+DATA_DIR_HINT = "the question file does not match the records (regenerate it with the records' task options)"
 
 
 def _questions(path: str | Path) -> dict[str, dict]:
@@ -197,11 +200,6 @@ def fallback(agent: Agent, data_dir: Path) -> None:
                                  "leaked": bool(r["leaked"]),
                                  "conf": _line_confidence(agent, prompt, line) if line else 0.0}  # fmt: skip
                 out.write(json.dumps(row) + "\n")
-
-
-TASK_FILES = {"se2": "se2", "se3": "se3", "se4": "se4", "coin6": "coin_flip"}
-"""Folders whose data file is not named after the task (simple_equations settings; coin_flip max_trials=6)."""
-DATA_DIR_HINT = "the question file does not match the records (regenerate it with the records' task options)"
 
 
 def main(argv: list[str]) -> None:

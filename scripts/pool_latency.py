@@ -9,7 +9,7 @@ results (``OUT/live/LEVER-*.jsonl``; exactly one such file per folder) and the l
 reasoning (``OUT/own_eval/records.jsonl``, or the ``large_reasoning`` rows of ``OUT/eval/records.jsonl``),
 pairs them by question id, and reports over all pooled questions: mean seconds of each, the ratio of the
 means with a bootstrap 95% interval (questions resampled), and accuracy of each with the paired
-difference, its interval and wins / losses / ties (``scripts.bench_latency.paired_with_own``).
+difference, its interval and wins / losses / ties (``scripts.latency_report.paired_with_own``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 from selector.cmdline import run_command
 from selector.io import write_json_atomic
 
-from .bench_latency import paired_with_own
+from .latency_report import paired_with_own
 
 PROG = "python -m scripts.pool_latency"
 

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from scripts.bench_latency import BenchLatencyConfig, main, markdown
+from scripts.bench_latency import BenchLatencyConfig, main
+from scripts.latency_report import markdown
 from selector.relay import RelayConfig
 
 
@@ -186,7 +187,7 @@ def test_every_relay_gate_is_a_benchmark_gate():
 
 def test_paired_with_own_on_constructed_questions():
     """The best configuration against the large model's own reasoning: known ratio and accuracy gap."""
-    from scripts.bench_latency import paired_with_own
+    from scripts.latency_report import paired_with_own
 
     own = [(True, 4.0), (False, 8.0), (False, 4.0), (True, 8.0)]
     row = [(True, 1.0), (True, 2.0), (False, 1.0), (True, 2.0)]  # a quarter of the time, one more right

@@ -5,8 +5,10 @@ followed the last match in the prompt and the text so far, and verifies them in 
 unchanged, and on copy-heavy text (reasoning that restates an equation line by line) it can accept several tokens a
 step. Here it is timed against plain greedy decoding on the relay's reasoning prompt, same model, dtype and threads:
 
-    python docs/results/probes20/prompt_lookup.py --model models/qwen2.5-coder-0.5b-instruct --dtype float32 \
-        --data data/se3_rep9_32.jsonl --n 8 --out docs/results/probes20/prompt_lookup.json
+    python docs/results/probes20/prompt_lookup.py --model models/qwen2.5-coder-0.5b-instruct --dtype bfloat16 \
+        --threads 2 --data data/se3_rep9_32.jsonl --n 4 --out docs/results/probes20/prompt_lookup_small_bf16_t2.json
+    # the committed rows: the 0.5B in float32 / bfloat16 at 1 and 2 threads (--n 4), the 1.5B in bfloat16 at 2
+    # threads with --tokens 384 --k 3 10 --n 3 (its own reasoning's budget in the latency benchmark)
 
 Writes one row per question: plain greedy seconds and tokens, and for each k the speed-up (plain / lookup seconds)
 and whether the tokens were identical.

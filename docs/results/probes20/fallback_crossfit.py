@@ -116,6 +116,7 @@ def main() -> None:
                     "vs_best": paired_comparison(r["variant"], r["best"]),
                     "release_vs_best": paired_comparison(r["release"], r["best"]),
                     "vs_full": paired_comparison(r["variant"], r["full"]),
+                    "release_vs_full": paired_comparison(r["release"], r["full"]),
                     "best": r["best_name"],
                     "chosen": r["chosen"],
                 }
@@ -125,6 +126,9 @@ def main() -> None:
                 "won": sorted(t for t, v in per_task.items() if v["vs_best"]["ci_low"] > 0),
                 "lost": sorted(t for t, v in per_task.items() if v["vs_best"]["ci_high"] < 0),
                 "below_full": sorted(t for t, v in per_task.items() if v["vs_full"]["ci_high"] < 0),
+                "release_below_full": sorted(
+                    t for t, v in per_task.items() if v["release_vs_full"]["ci_high"] < 0
+                ),
                 "per_task": per_task,
             }
     args.out.write_text(json.dumps(out, indent=1) + "\n")
@@ -133,7 +137,7 @@ def main() -> None:
         s, r = v["pooled_vs_best"], v["pooled_release_vs_best"]
         print(
             f"{key:44s} {s['mean_diff']:+.3f} [{s['ci_low']:+.3f}, {s['ci_high']:+.3f}]  {len(v['won']):3d}  "
-            f"{len(v['lost']):3d} {v['lost']}  below full: {v['below_full']}  "
+            f"{len(v['lost']):3d} {v['lost']}  below full: {v['below_full']} (release: {v['release_below_full']})  "
             f"(release on the same problems {r['mean_diff']:+.3f})"
         )
 

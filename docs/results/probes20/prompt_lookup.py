@@ -23,9 +23,9 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from selector.prompts import PromptTemplate
+from selector.agents import Agent
+from selector.prompts import reasoning_prompt
 
 
 def main() -> None:
@@ -40,14 +40,14 @@ def main() -> None:
     p.add_argument("--out", required=True)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    tok = AutoTokenizer.from_pretrained(args.model)
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=getattr(torch, args.dtype)).eval()
-    instruction = PromptTemplate().reasoning_instruction
+    agent = Agent.from_pretrained(args.model, dtype=args.dtype, device="cpu")
+    tok, model = agent.tokenizer, agent.model.eval()
     questions = [json.loads(line) for line in Path(args.data).read_text().splitlines()][: args.n]
     rows = []
     for q in questions:
-        chat = [{"role": "user", "content": f"{q['question'].strip()}\n\n{instruction}"}]
-        text = tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True)
+        text = reasoning_prompt(
+            agent, q["question"]
+        ).text  # the relay's reasoning prompt, as the relay renders it
         ids = tok(text, return_tensors="pt")
         runs = {}
         for k in [0, *args.k]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import warnings
@@ -260,5 +261,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def pin_hash_seed() -> None:
+    """Re-run this command with ``PYTHONHASHSEED=0`` unless a hash seed is set: some reasoning-gym tasks build
+    their items from Python sets (polynomial_multiplication's monomials come from sympy's), so without a fixed
+    hash seed the same ``--seed`` writes different problems in different processes."""
+    if "PYTHONHASHSEED" not in os.environ:
+        os.environ["PYTHONHASHSEED"] = "0"
+        os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])  # the same command line, as given
+
+
 if __name__ == "__main__":
+    pin_hash_seed()
     sys.exit(main())

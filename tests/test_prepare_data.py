@@ -77,3 +77,21 @@ def test_tag_exclude_and_unique_text_make_text_disjoint_splits(tmp_path, capsys)
     assert not {e.question for e in ev} & {e.question for e in tr}
     assert len({e.question for e in tr}) == len(tr)
     assert "dropped" in capsys.readouterr().out
+
+
+def test_the_command_pins_the_hash_seed_so_set_built_tasks_reproduce(tmp_path):
+    """polynomial_multiplication builds its monomials from a set: without a fixed hash seed two processes with the
+    same --seed wrote different problems. The command re-runs itself with PYTHONHASHSEED=0 unless one is set."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONHASHSEED"}
+    outs = []
+    for i in range(2):
+        out = tmp_path / f"poly{i}.jsonl"
+        cmd = [sys.executable, "-m", "scripts.prepare_data", "reasoning-gym", "--task", "polynomial_multiplication",
+               "--n", "16", "--seed", "1", "--out", str(out)]  # fmt: skip
+        subprocess.run(cmd, env=env, check=True, capture_output=True, cwd=Path(__file__).resolve().parents[1])
+        outs.append(out.read_text())
+    assert outs[0] == outs[1] and len(outs[0].splitlines()) == 16

@@ -114,7 +114,7 @@ def main():
     for gate in ("small_confidence", "always"):
         rows, pool = table(gate)
         out[gate] = {"rows": rows, "pooled": pool}
-        print(f"\n### gate {gate}: set-value selector, each task held out of its training (25%)\n")
+        print(f"\n### gate {gate}: set-value selector, held-out tasks or problems, 25%\n")
         print(
             "| task | n | sent any | accuracy | leakage | gold log-prob | vs best heuristic (which) | vs full transfer | vs release | release vs best |"
         )

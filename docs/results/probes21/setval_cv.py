@@ -3,6 +3,7 @@ writes $PROBES21_WORK/masks.json ($MASKS; GROUPING=category holds out a reasonin
 
 import glob
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +76,31 @@ def train(train_items, seed):
     return model, mu, sd
 
 
+def in_domain() -> dict:
+    """GROUPING=problem: four folds of problems (by a hash of the id) across every task; each fold's problems are
+    scored by a selector trained on the other three folds of all tasks, its own task included."""
+    fold = {f: {it["id"]: zlib.crc32(it["id"].encode()) % 4 for it in items[f]} for f in items}
+    out = {f: {} for f in items}
+    for k in range(4):
+        tr = [it for f in items for it in items[f] if fold[f][it["id"]] != k]
+        models = [train(tr, seed) for seed in (0, 1, 2)]
+        for f in items:
+            for it in items[f]:
+                if fold[f][it["id"]] != k:
+                    continue
+                x = feats(it)
+                with torch.no_grad():
+                    s = torch.stack([m((x - mu) / sd) for m, mu, sd in models]).mean(0).tolist()
+                mask = select_units(s, it["counts"], Budget.ratio(0.25), min_score=0.0)
+                out[f][it["id"]] = {"mask": mask, "scores": s}
+        print("fold", k, "train traces", len(tr), flush=True)
+    return out
+
+
 def main():
+    if os.environ.get("GROUPING") == "problem":
+        write_json(os.environ.get("MASKS", str(WORK / "masks_problem.json")), in_domain())
+        return
     out = {}
     for fam in fams:
         test = [f for f in items if FAMILY.get(f, f) == fam]

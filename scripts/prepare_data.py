@@ -204,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="generator seed (part of every id); nearby seeds share items (item i of seed s = item "
-        "i-1 of seed s+1): make splits with one seed and --offset",
+        "i-1 of seed s+1): make splits with one seed and --offset. The command runs with PYTHONHASHSEED=0 "
+        "unless one is set (some tasks build items from sets), so a seed always writes the same problems",
     )
     rg.add_argument("--offset", type=int, default=0, help="first item index; use for disjoint splits")
     rg.add_argument("--config", action="append", default=[], metavar="KEY=VALUE", help="task option")

@@ -3,7 +3,7 @@ gain from trace-level features; leave one task out; the chosen option's recorded
 
 import numpy as np
 import torch
-from common import HERE, REPO, ROOTS, WORK, read_json, read_records, write_json  # noqa: F401
+from common import ROOTS, WORK, fmt, records_by_id, release_key, write_json
 
 from selector.evaluation.paired import paired_comparison
 
@@ -13,18 +13,6 @@ HEUR = ["first", "last", "random", "selfinfo"]
 ALPHAS = [10.0, 100.0, 1000.0, 10000.0]
 
 
-def relkey(conds, gate):
-    k = [
-        c
-        for c in conds
-        if "pointwise-fallback" in c
-        and "multitask5" not in c
-        and "minilm" not in c
-        and c.endswith(":" + gate)
-    ]
-    return k[0] if k else None
-
-
 def key(h, gate):
     return f"relay:{h}@0.25:{gate}"
 
@@ -32,13 +20,11 @@ def key(h, gate):
 rows = []  # one per problem
 for folder in sorted(ROOTS):
     items = {it["id"]: it for it in torch.load(WORK / "feats" / f"{folder}.pt", weights_only=False)}
-    by = {}
-    for r in read_records(ROOTS[folder]):
-        by.setdefault(r["id"], {})[r["condition"]] = r
+    by = records_by_id(folder)
     for pid, c in sorted(by.items()):
         it = items.get(pid)
         sc = {h: c[key(h, "small_confidence")] for h in HEUR}
-        rel_sc = c[relkey(c, "small_confidence")]
+        rel_sc = c[release_key(c, "small_confidence")]
         test_vals = {
             **{h: sc[h]["gold_logprob"] for h in HEUR},
             "release": rel_sc["gold_logprob"],
@@ -51,7 +37,7 @@ for folder in sorted(ROOTS):
         # training targets: the always gate where recorded, else the gate's transfers
         tr = None
         if key("first", "always") in c:
-            ra = c[relkey(c, "always")]
+            ra = c[release_key(c, "always")]
             tr = {h: c[key(h, "always")]["gold_logprob"] for h in HEUR}
             tr["release"] = ra["gold_logprob"]
         elif path == "transfer":
@@ -130,10 +116,6 @@ for fam in sorted({r["fam"] for r in rows}):
             choice = OPTS[int(p.argmax())] if p.max() >= 0 else "none"
         chosen[(r["folder"], r["id"])] = choice
     print(fam, "alphas", alphas, flush=True)
-
-
-def fmt(c):
-    return f"{c['mean_diff']:+.2f} [{c['ci_low']:+.2f}, {c['ci_high']:+.2f}] {c['wins']}/{c['losses']}/{c['ties']}"
 
 
 out = {}

@@ -9,9 +9,8 @@ import time
 from pathlib import Path
 
 import torch
-from common import HERE, REPO, ROOTS, WORK, read_json, read_records, write_json  # noqa: F401
+from common import REPO, ROOTS, WORK, records_by_id, release_key
 
-from selector.agent_types import Generation
 from selector.agents import Agent
 from selector.baselines import load_selector, select_transfer
 from selector.data import load_examples
@@ -22,15 +21,14 @@ from selector.selection import Budget, build_transfer
 from selector.units import unit_token_counts
 
 HEUR = ["first", "last", "random", "selfinfo", "full"]
-RELEASE = "pointwise-fallback"
 
 
 def main(folders):
     torch.set_num_threads(1)
-    small = Agent.from_pretrained(str(REPO / "models") + "/qwen2.5-coder-0.5b-instruct", dtype="bfloat16")
+    small = Agent.from_pretrained(REPO / "models" / "qwen2.5-coder-0.5b-instruct", dtype="bfloat16")
     from transformers import AutoTokenizer
 
-    large_tok = AutoTokenizer.from_pretrained(str(REPO / "models") + "/qwen2.5-coder-1.5b-instruct")
+    large_tok = AutoTokenizer.from_pretrained(REPO / "models" / "qwen2.5-coder-1.5b-instruct")
     (WORK / "feats").mkdir(parents=True, exist_ok=True)
     for folder in folders or sorted(ROOTS):
         out = Path(WORK / "feats" / f"{folder}.pt")
@@ -39,10 +37,7 @@ def main(folders):
         t0 = time.time()
         data = str(WORK / "data" / f"{folder}.jsonl")
         exs = {e.id: e for e in load_examples(data)}
-        recs = read_records(ROOTS[folder])
-        by = {}
-        for r in recs:
-            by.setdefault(r["id"], {})[r["condition"]] = r
+        by = records_by_id(folder)
         items = []
         for pid, c in by.items():
             ex = exs[pid]
@@ -68,17 +63,6 @@ def main(folders):
             lps = logits.gather(1, torch.tensor(ids)[:, None])[:, 0].tolist()
             hid = o.hidden_states[-1][0, w:].float()
             qvec = o.hidden_states[-1][0, :w].float().mean(0)
-            Generation(
-                text=text,
-                token_ids=ids,
-                logprobs=lps,
-                finish_reason=sr.get("small_finish") or "stop",
-                prompt_tokens=w,
-                new_tokens=len(ids),
-                prefill_s=0.0,
-                decode_s=0.0,
-                hidden_states=hid,
-            )
             view = view_from_generation(
                 ex.question, text, ids, lps, small.tokenizer, granularity="sentence", hidden_states=hid
             )
@@ -113,7 +97,7 @@ def main(folders):
                         break
                     sets.append((h, mask, r["gold_logprob"] - r["f_none"]))
                     break
-            rel = [k for k in c if RELEASE in k and "multitask5" not in k and k.endswith("small_confidence")]
+            rel = release_key(c, "small_confidence")
             items.append(
                 dict(
                     id=pid,
@@ -126,8 +110,8 @@ def main(folders):
                     f_none=sr["f_none"],
                     f_all=sr["f_all"],
                     finish=sr.get("small_finish"),
-                    gate_path=c[rel[0]]["path"] if rel else None,
-                    rel_gold=c[rel[0]]["gold_logprob"] if rel else None,
+                    gate_path=c[rel]["path"] if rel else None,
+                    rel_gold=c[rel]["gold_logprob"] if rel else None,
                     reasoning=text,
                     question=ex.question,
                     gold=ex.answer,

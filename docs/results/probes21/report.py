@@ -4,46 +4,24 @@ release, per task and pooled; small_confidence gate (and always, where recorded)
 import os
 
 import numpy as np
-from common import HERE, REPO, ROOTS, WORK, read_json, read_records, write_json  # noqa: F401
+from common import WORK, fmt, read_json, records_by_id, release_key, write_json
 
 from selector.evaluation.paired import paired_comparison
 
 scored = read_json(os.environ.get("SCORED", str(WORK / "scored.json")))
 HEUR = ["first", "last", "random", "selfinfo"]
-REL = "qwen2.5-coder-0.5b-to-1.5b-multitask-pointwise-fallback"
-
-
-def cond(r, gate):
-    return r
-
-
-def fmt(c):
-    return f"{c['mean_diff']:+.2f} [{c['ci_low']:+.2f}, {c['ci_high']:+.2f}] {c['wins']}/{c['losses']}/{c['ties']}"
 
 
 def table(gate):
     rows, pooled = [], {k: [] for k in ["new", "full", "rel", "none", *HEUR]}
     acc_pool = []
     for folder in sorted(scored):
-        recs = read_records(ROOTS[folder])
-        by = {}
-        for r in recs:
-            by.setdefault(r["id"], {})[r["condition"]] = r
+        by = records_by_id(folder)
 
         def key(s):
             return f"relay:{s}@0.25:{gate}" if s in HEUR else f"relay:{s}:{gate}"
 
-        relk = [
-            k
-            for k in next(iter(by.values()))
-            if (
-                "pointwise-fallback" in k
-                and "multitask5" not in k
-                and "encoder" not in k
-                and "minilm" not in k
-                and k.endswith(gate)
-            )
-        ]
+        relk = release_key(next(iter(by.values())), gate)
         if not relk or key("first") not in next(iter(by.values())):
             continue
         ids = sorted(by)
@@ -54,7 +32,7 @@ def table(gate):
             path = c[key("first")]["path"]
             for h in [*HEUR, "full", "none"]:
                 vals[h].append(c[key(h)]["gold_logprob"])
-            vals["rel"].append(c[relk[0]]["gold_logprob"])
+            vals["rel"].append(c[relk]["gold_logprob"])
             if path == "direct":
                 v = c[key("first")]
                 vals["new"].append(v["gold_logprob"])

@@ -1,6 +1,5 @@
 """Phase D: score the set-value selector's held-out transfers with the large model (bfloat16, the relay's prompt),
-reusing recorded values for identical transfer texts; also re-score a sample of recorded transfers to measure the
-agreement with the evaluation's own numbers. Writes $PROBES21_WORK/scored.json ($SCORED; resumable; $PRIOR: earlier scored files to reuse)."""
+reusing recorded (and $PRIOR's earlier scored) values for identical transfer texts. Writes $PROBES21_WORK/scored.json ($SCORED; resumable; $PRIOR: earlier scored files to reuse)."""
 
 import os
 import sys
@@ -8,7 +7,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import HERE, REPO, ROOTS, WORK, read_json, read_records, write_json  # noqa: F401
+from common import REPO, WORK, read_json, records_by_id, write_json
 
 from selector.agents import Agent
 from selector.answers import answers_match, contains_answer
@@ -20,7 +19,7 @@ OUT = Path(os.environ.get("SCORED", str(WORK / "scored.json")))
 masks = read_json(os.environ.get("MASKS", str(WORK / "masks.json")))
 done = read_json(OUT) if OUT.exists() else {}
 torch.set_num_threads(1)
-large = Agent.from_pretrained(str(REPO / "models") + "/qwen2.5-coder-1.5b-instruct", dtype="bfloat16")
+large = Agent.from_pretrained(REPO / "models" / "qwen2.5-coder-1.5b-instruct", dtype="bfloat16")
 only = sys.argv[1:]
 prior = {}
 for p in os.environ.get("PRIOR", "").split(","):
@@ -49,10 +48,7 @@ for folder in sorted(masks):
     if only and folder not in only:
         continue
     items = {it["id"]: it for it in torch.load(WORK / "feats" / f"{folder}.pt", weights_only=False)}
-    recs = read_records(ROOTS[folder])
-    by = {}
-    for r in recs:
-        by.setdefault(r["id"], {})[r["condition"]] = r
+    by = records_by_id(folder)
     res = done.setdefault(folder, {})
     for pid, m in masks[folder].items():
         if pid in res:
@@ -71,18 +67,20 @@ for folder in sorted(masks):
                 scored=False,
             )
         else:
-            same = [r for r in by[pid].values() if r.get("transfer_text") == text and r["path"] == "transfer"]
+            recorded = next(
+                (r for r in by[pid].values() if r.get("transfer_text") == text and r["path"] == "transfer"),
+                None,
+            )
             if (folder, pid, text) in prior:
                 entry.update(
                     {k: v for k, v in prior[(folder, pid, text)].items() if k not in ("text", "sent")}
                 )
-            elif same:
-                r = same[0]
+            elif recorded is not None:
                 entry.update(
-                    gold_logprob=r["gold_logprob"],
-                    answer=r["answer"],
-                    correct=r["correct"],
-                    leaked=r["leaked"],
+                    gold_logprob=recorded["gold_logprob"],
+                    answer=recorded["answer"],
+                    correct=recorded["correct"],
+                    leaked=recorded["leaked"],
                     scored=False,
                 )
             else:

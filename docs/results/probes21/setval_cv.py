@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import HERE, REPO, ROOTS, WORK, read_json, read_records, write_json  # noqa: F401
+from common import HERE, WORK, read_json, write_json
 
 from selector.selection import Budget, select_units
 

@@ -4,14 +4,14 @@ import random
 
 import numpy as np
 import torch
-from common import HERE, REPO, ROOTS, WORK, read_json, read_records, write_json  # noqa: F401
+from common import REPO, ROOTS, WORK, read_records, write_json
 
 from selector.agents import Agent
 from selector.data import load_examples
 from selector.prompts import answer_target, transfer_prompt
 
 torch.set_num_threads(1)
-large = Agent.from_pretrained(str(REPO / "models") + "/qwen2.5-coder-1.5b-instruct", dtype="bfloat16")
+large = Agent.from_pretrained(REPO / "models" / "qwen2.5-coder-1.5b-instruct", dtype="bfloat16")
 rng = random.Random(0)
 pairs = []
 for folder in sorted(ROOTS):
